@@ -1,0 +1,45 @@
+# restorecli: set-up, demo, tests and the reproducible training of the shipped weights.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch when no NVIDIA GPU is visible; otherwise pip picks torch freely.
+CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
+DEMO := demo
+
+.PHONY: help install demo test weights weights-regression bench clean
+
+help:
+	@echo "make demo     create .venv, install, corrupt/restore/evaluate test digits with the shipped weights"
+	@echo "make test     run the test suite (creates .venv if needed)"
+	@echo "make weights  retrain the shipped restorer (about an hour on 2 CPU cores)"
+	@echo "make bench    measure the shipped model and the regression reference on all five kinds"
+
+$(BIN)/restorecli: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[test]'
+	@touch $@
+
+install: $(BIN)/restorecli
+
+demo: install
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(BIN)/python -m restorecli.demo $(DEMO)
+	$(BIN)/restorecli evaluate --noise mixed --report $(DEMO)/report-mixed.json
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# The shipped weights: the exact, seeded command. The result is copied into the package.
+weights: install
+	$(BIN)/restorecli train --config configs/shipped.toml --run-dir runs/shipped
+	cp runs/shipped/checkpoints/final.safetensors restorecli/weights/restorer-mixed.safetensors
+
+# The same network and budget trained by plain regression: the reference row of docs/BENCHMARKS.md.
+weights-regression: install
+	$(BIN)/restorecli train --config configs/shipped.toml --objective regression --run-dir runs/regression
+
+bench: install
+	$(BIN)/python -m bench.protocol_table --checkpoint restorecli/weights/restorer-mixed.safetensors
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

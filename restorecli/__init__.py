@@ -1,0 +1,3 @@
+"""restorecli: one-step image restoration with MeanFlow diffusion transformers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from restorecli.cli import main
+
+main()

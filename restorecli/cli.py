@@ -1,0 +1,360 @@
+"""The restorecli command line: parse options, build the config, call the core, print results."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from restorecli.errors import RestoreCliError, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Train MeanFlow diffusion transformers that restore corrupted images in one network "
+    "evaluation, and measure them against classical restorers.",
+)
+
+KINDS_HELP = "gaussian, salt-pepper, block, blur or mixed"
+
+# Options that several commands share, defined once.
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", help="TOML config file; command-line options override its values. Example: --config my.toml"),
+]
+DeviceOption = Annotated[
+    Optional[str],
+    typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps. Default: auto"),
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+CheckpointOption = Annotated[
+    Optional[Path],
+    typer.Option("--checkpoint", help="restorecli .safetensors checkpoint. Default: the shipped restorer"),
+]
+StepsOption = Annotated[int, typer.Option("--steps", help="network evaluations (NFE) per image. Example: --steps 2")]
+SeedOption = Annotated[int, typer.Option("--seed", help="seed of every random draw (corruption, source noise)")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
+
+
+class _State:
+    debug = False
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `value` at a dotted key (e.g. 'train.steps') unless the option was left unset (None)."""
+    if value is None:
+        return
+    *sections, key = dotted.split(".")
+    node = tree
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[key] = value
+
+
+@app.callback()
+def _main(debug: DebugOption = False) -> None:
+    """Train, corrupt, restore and evaluate; `restorecli COMMAND --help` explains each command."""
+    _State.debug = _State.debug or debug
+
+
+# ----------------------------------------------------------------------------------------------
+# train and finetune
+# ----------------------------------------------------------------------------------------------
+
+
+def _training_overrides(
+    noise, steps, batch_size, lr, seed, run_dir, data, device, model=None, objective=None, source=None
+) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    _set(overrides, "corruption.noise", noise)
+    _set(overrides, "train.steps", steps)
+    _set(overrides, "train.batch_size", batch_size)
+    _set(overrides, "train.lr", lr)
+    _set(overrides, "train.seed", seed)
+    _set(overrides, "train.run_dir", None if run_dir is None else str(run_dir))
+    _set(overrides, "data.source", None if data is None else str(data))
+    _set(overrides, "device", device)
+    _set(overrides, "model.preset", model)
+    _set(overrides, "objective.kind", objective)
+    _set(overrides, "objective.source", source)
+    return overrides
+
+
+def _run_training(config, resume: bool, init_from: Path | None = None) -> None:
+    from restorecli.console import RichMonitor, console
+    from restorecli.training import train as run_training
+
+    result = run_training(config, monitor=RichMonitor(), resume=resume, init_from=init_from)
+    console.print(f"run folder: {result.run_dir}")
+    console.print(f"weights:    {result.final_checkpoint}")
+    if result.val_psnr_db is not None:
+        console.print(f"validation PSNR (1 step, EMA weights): {result.val_psnr_db:.2f} dB")
+
+
+NoiseOption = Annotated[Optional[str], typer.Option("--noise", help=f"corruption to train on: {KINDS_HELP}. Default: mixed")]
+TrainStepsOption = Annotated[Optional[int], typer.Option("--steps", help="optimizer steps. Example: --steps 20000")]
+BatchOption = Annotated[Optional[int], typer.Option("--batch-size", help="images per step. Default: 64")]
+LrOption = Annotated[Optional[float], typer.Option("--lr", help="peak AdamW learning rate. Default: 6e-4")]
+TrainSeedOption = Annotated[Optional[int], typer.Option("--seed", help="seed of every random draw in the run. Default: 0")]
+RunDirOption = Annotated[Optional[Path], typer.Option("--run-dir", help="run folder for config, metrics.jsonl and checkpoints. Default: runs/default")]
+DataOption = Annotated[Optional[str], typer.Option("--data", help="'mnist' (bundled) or a folder of PNG/JPEG images. Default: mnist")]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.safetensors.")]
+
+
+@app.command()
+def train(
+    config: ConfigOption = None,
+    noise: NoiseOption = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="size preset, e.g. DiT-S/4 (1.32M parameters); `restorecli presets` lists all")] = None,
+    objective: Annotated[Optional[str], typer.Option("--objective", help="meanflow, or regression (the reference). Default: meanflow")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="bridge (start from y plus noise) or noise. Default: bridge")] = None,
+    steps: TrainStepsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: TrainSeedOption = None,
+    run_dir: RunDirOption = None,
+    data: DataOption = None,
+    device: DeviceOption = None,
+    resume: ResumeOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Train a restorer from scratch.
+
+    Example: restorecli train --noise mixed --steps 2000 --run-dir runs/try1
+    """
+    _State.debug = _State.debug or debug
+    from restorecli.config import build_config, read_config_file
+
+    overrides = _training_overrides(noise, steps, batch_size, lr, seed, run_dir, data, device, model, objective, source)
+    base = None
+    if resume:
+        # A resumed run keeps its saved config; the file and options given now override it.
+        from restorecli.config import Config
+
+        folder = Path(overrides.get("train", {}).get("run_dir") or read_config_file(config).get("train", {}).get("run_dir") or Config().train.run_dir)
+        saved = folder / "config.json"
+        if saved.is_file():
+            base = json.loads(saved.read_text(encoding="utf-8"))
+    _run_training(build_config(config, overrides, base=base), resume=resume)
+
+
+@app.command()
+def finetune(
+    from_checkpoint: Annotated[Path, typer.Option("--from", help="restorecli checkpoint whose architecture and weights to start from")],
+    config: ConfigOption = None,
+    noise: NoiseOption = None,
+    steps: TrainStepsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: TrainSeedOption = None,
+    run_dir: RunDirOption = None,
+    data: DataOption = None,
+    device: DeviceOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Continue training a checkpoint's weights, e.g. on another corruption or your own images.
+
+    The model and objective come from the checkpoint; the config file and options set the rest.
+    Example: restorecli finetune --from runs/try1/checkpoints/final.safetensors --noise blur --steps 1000
+    """
+    _State.debug = _State.debug or debug
+    from restorecli.checkpoint import load_checkpoint
+    from restorecli.config import build_config
+
+    checkpoint = load_checkpoint(from_checkpoint)
+    base = {
+        "model": checkpoint.config.model.model_dump(),
+        "objective": checkpoint.config.objective.model_dump(),
+        "data": {"channels": checkpoint.config.data.channels},
+        "train": {"run_dir": "runs/finetune"},
+    }
+    overrides = _training_overrides(noise, steps, batch_size, lr, seed, run_dir, data, device)
+    resolved = build_config(config, overrides, base=base)
+    if resolved.model != checkpoint.config.model or resolved.objective != checkpoint.config.objective or resolved.data.channels != checkpoint.config.data.channels:
+        raise UsageError(
+            f"the config changes the model, objective or channels of {from_checkpoint}; finetune keeps "
+            "them, so remove those settings or use `restorecli train`"
+        )
+    _run_training(resolved, resume=False, init_from=from_checkpoint)
+
+
+@app.command()
+def presets() -> None:
+    """List the model size presets with their parameter counts (1-channel restorer)."""
+    from restorecli.console import console
+    from restorecli.models import describe_presets
+
+    console.print(describe_presets())
+
+
+# ----------------------------------------------------------------------------------------------
+# corrupt
+# ----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def corrupt(
+    source: Annotated[Optional[Path], typer.Argument(help="clean image (PNG/JPEG) or folder of images")] = None,
+    target: Annotated[Optional[Path], typer.Argument(help="output PNG, or output folder for a folder input")] = None,
+    noise: Annotated[str, typer.Option("--noise", help=f"corruption kind: {KINDS_HELP}")] = "gaussian",
+    sigma: Annotated[Optional[float], typer.Option("--sigma", help="Gaussian noise std in [0, 1] pixel units. Default: 0.3")] = None,
+    amount: Annotated[Optional[float], typer.Option("--amount", help="salt-and-pepper share of pixels replaced, 0..1. Default: 0.2")] = None,
+    side: Annotated[Optional[int], typer.Option("--side", help="block mask side in pixels. Default: 12")] = None,
+    blur_sigma: Annotated[Optional[float], typer.Option("--blur-sigma", help="blur std in pixels. Default: 1.5")] = None,
+    seed: SeedOption = 0,
+    test_split: Annotated[Optional[Path], typer.Option("--test-split", help="write the protocol's 500 corrupted test images and their clean twins to this folder")] = None,
+    config: ConfigOption = None,
+    overwrite: OverwriteOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Corrupt an image, a folder of images, or the protocol's test split.
+
+    Without level options a kind uses its evaluation level (mixed: the protocol's ranges). With
+    --config, the ranges of the file's corruption section are used instead.
+    Examples: restorecli corrupt digit.png noisy.png --noise salt-pepper --amount 0.2 --seed 3;
+    restorecli corrupt --test-split data/test-mixed --noise mixed
+    """
+    _State.debug = _State.debug or debug
+    from restorecli import corrupt_files as corrupting
+    from restorecli.console import console
+
+    spec = corrupting.spec_from_options(noise, sigma, amount, side, blur_sigma, config)
+    if test_split is not None:
+        if source is not None or target is not None:
+            raise UsageError("--test-split writes the protocol's test images; give no input or output path with it")
+        if any(value is not None for value in (sigma, amount, side, blur_sigma)) or config is not None:
+            raise UsageError("--test-split always uses the protocol's evaluation levels; remove the level options")
+        count = corrupting.write_test_split(test_split, noise, overwrite)
+        console.print(f"wrote {count} corrupted test images and their clean twins to {test_split}")
+        return
+    if source is None or target is None:
+        raise UsageError("give an input and an output path, e.g. restorecli corrupt in.png out.png, or use --test-split DIR")
+    written = corrupting.corrupt_path(source, target, spec, seed, overwrite)
+    console.print(f"wrote {written} image(s) to {target}")
+
+
+# ----------------------------------------------------------------------------------------------
+# restore
+# ----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="corrupted image (PNG/JPEG) or folder of images")],
+    target: Annotated[Path, typer.Argument(help="output PNG, or output folder for a folder input")],
+    checkpoint: CheckpointOption = None,
+    steps: StepsOption = 1,
+    seed: SeedOption = 0,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    overwrite: OverwriteOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Restore an image (or a folder of images) in one network evaluation.
+
+    Any size works: the image is padded to the patch size and cropped back. Colour input to a
+    grey model is converted with a notice. Example: restorecli restore noisy.png clean.png --steps 1
+    """
+    _State.debug = _State.debug or debug
+    from restorecli.config import build_config
+    from restorecli.console import console
+    from restorecli.restoration import Restorer
+
+    resolved = build_config(config, {"device": device} if device else {})
+    restorer = Restorer.load(checkpoint, resolved.device)
+    restorer.check_steps(steps)
+    if source.is_dir():
+        from restorecli.data.images import folder_pairs
+
+        pairs = folder_pairs(source, target, overwrite)
+        for image_in, image_out in pairs:
+            for notice in restorer.restore_file(image_in, image_out, steps=steps, seed=seed, overwrite=overwrite):
+                console.print(f"[yellow]note:[/] {notice}")
+        console.print(f"restored {len(pairs)} image(s) into {target} with {steps} network evaluation(s) each")
+        return
+    for notice in restorer.restore_file(source, target, steps=steps, seed=seed, overwrite=overwrite):
+        console.print(f"[yellow]note:[/] {notice}")
+    console.print(f"restored {source} -> {target} ({steps} network evaluation{'s' if steps > 1 else ''})")
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def evaluate(
+    noise: Annotated[str, typer.Option("--noise", help=f"protocol corruption: {KINDS_HELP}")] = "mixed",
+    checkpoint: CheckpointOption = None,
+    steps: StepsOption = 1,
+    report: Annotated[Optional[Path], typer.Option("--report", help="also write the table as JSON to this file. Example: --report r.json")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per network call. Default: 256")] = 256,
+    seed: SeedOption = 0,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Score a restorer on the 500 protocol test images (mnist5k-v1) beside classical restorers.
+
+    Columns: PSNR (dB), SSIM and images/s; the model row shows its network evaluations (NFE).
+    Example: restorecli evaluate --noise mixed --report r.json
+    """
+    _State.debug = _State.debug or debug
+    from restorecli.config import build_config
+    from restorecli.console import console, report_table
+    from restorecli.corruptions import KINDS
+    from restorecli.evaluation import evaluate as run_evaluation
+    from restorecli.evaluation import write_report
+    from restorecli.restoration import Restorer
+
+    if noise not in KINDS:
+        raise UsageError(f"unknown --noise {noise!r}; choose one of {', '.join(KINDS)}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size} is invalid; use 1 or more")
+    if report is not None and report.exists() and report.is_dir():
+        raise UsageError(f"--report {report} is a folder; pass a file name such as r.json")
+    resolved = build_config(config, {"device": device} if device else {})
+    restorer = Restorer.load(checkpoint, resolved.device)
+    if restorer.channels != 1:
+        raise UsageError(f"{restorer.checkpoint_path} restores {restorer.channels}-channel images; the protocol is 1-channel MNIST")
+
+    with console.status("evaluating") as status:
+        result = run_evaluation(
+            restorer, noise, steps=steps, batch_size=batch_size, seed=seed,
+            on_method=lambda name: status.update(f"evaluating {name} on {noise}"),
+        )
+    console.print(report_table(result))
+    if report is not None:
+        write_report(report, [result])
+        console.print(f"report: {report}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning restorecli errors into one line and an exit code."""
+    if "--debug" in sys.argv[1:]:
+        _State.debug = True
+    # Typer prints its own usage errors (exit code 2) and exits; restorecli's errors come through.
+    try:
+        app()
+    except RestoreCliError as error:
+        if _State.debug:
+            traceback.print_exc()
+        _fail(str(error), error.exit_code)
+    except OSError as error:
+        if _State.debug:
+            traceback.print_exc()
+        _fail(f"{error}; check the path and its permissions", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    from rich.markup import escape
+
+    from restorecli.console import error_console
+
+    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)

@@ -1,0 +1,191 @@
+"""The one typed config that every command shares: TOML file first, command-line overrides on top."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from restorecli.errors import UsageError
+
+NoiseKind = Literal["gaussian", "salt-pepper", "block", "blur", "mixed"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_range(value: tuple[float, float], low: float, high: float, name: str) -> tuple[float, float]:
+    lo, hi = value
+    if not (low <= lo <= hi <= high):
+        raise ValueError(f"{name} range {list(value)} must satisfy {low} <= lo <= hi <= {high}")
+    return value
+
+
+class ModelConfig(Section):
+    """Network architecture; a checkpoint stores it so that it alone rebuilds the model."""
+
+    preset: str = Field("DiT-S/4", description="size preset, e.g. DiT-S/4 (see `restorecli train --help`)")
+    qk_norm: bool = Field(True, description="RMS-normalise queries and keys, which keeps the JVP bounded")
+
+
+class ObjectiveConfig(Section):
+    """What the network is trained to predict and how (t, r) pairs are drawn."""
+
+    kind: Literal["meanflow", "regression"] = Field(
+        "meanflow", description="meanflow, or regression (x_hat = f(y) by MSE: the reference)"
+    )
+    source: Literal["bridge", "noise"] = Field(
+        "bridge", description="bridge: start from y + source_sigma * noise; noise: start from pure noise"
+    )
+    source_sigma: float = Field(0.1, ge=0.0, le=2.0, description="bridge source noise, in [-1, 1] units")
+    condition_on_y: bool = Field(
+        False, description="also feed y as input channels in the bridge form (always on for noise)"
+    )
+    equal_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of rows with r = t")
+    corner_fraction: float = Field(
+        0.25, ge=0.0, le=1.0, description="share of rows at (r, t) = (0, 1), the 1-step query"
+    )
+    time_mu: float = Field(-0.4, description="logit-normal mean of the (t, r) draws")
+    time_sigma: float = Field(1.0, gt=0.0, description="logit-normal standard deviation")
+    adaptive_p: float = Field(1.0, ge=0.0, description="adaptive L2 power p (0 = plain MSE)")
+    adaptive_c: float = Field(1e-3, gt=0.0, description="adaptive L2 constant c, for per-pixel mean squared error")
+
+    @model_validator(mode="after")
+    def _fractions_fit(self) -> "ObjectiveConfig":
+        if self.equal_fraction + self.corner_fraction > 1.0:
+            raise ValueError("equal_fraction + corner_fraction must be at most 1")
+        return self
+
+
+class CorruptionConfig(Section):
+    """Training corruption: the kind and the ranges its levels are drawn from (uniformly)."""
+
+    noise: NoiseKind = Field("mixed", description="corruption kind to train on")
+    gaussian_sigma: tuple[float, float] = Field((0.05, 0.35), description="Gaussian noise std, [0, 1] pixel units")
+    salt_pepper_amount: tuple[float, float] = Field((0.02, 0.25), description="share of pixels replaced")
+    block_side: tuple[int, int] = Field((6, 14), description="square side in pixels")
+    blur_sigma: tuple[float, float] = Field((0.5, 1.6), description="Gaussian blur std in pixels")
+    blur_noise: float = Field(0.01, ge=0.0, le=1.0, description="noise std added after blurring")
+    mixed_probability: float = Field(0.5, gt=0.0, le=1.0, description="chance each kind joins a mixture")
+
+    @field_validator("gaussian_sigma")
+    @classmethod
+    def _gaussian(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(value, 0.0, 1.0, "gaussian_sigma")
+
+    @field_validator("salt_pepper_amount")
+    @classmethod
+    def _amount(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(value, 0.0, 1.0, "salt_pepper_amount")
+
+    @field_validator("block_side")
+    @classmethod
+    def _side(cls, value: tuple[int, int]) -> tuple[int, int]:
+        return _check_range(value, 1, 4096, "block_side")
+
+    @field_validator("blur_sigma")
+    @classmethod
+    def _blur(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(value, 0.05, 10.0, "blur_sigma")
+
+
+class DataConfig(Section):
+    """Training images: the bundled MNIST subset or a folder of PNG/JPEG files."""
+
+    source: str = Field("mnist", description="'mnist' (bundled, offline) or a folder of PNG/JPEG images")
+    channels: int = Field(1, ge=1, le=3, description="image channels: 1 grey, 3 RGB")
+    image_size: int = Field(28, ge=4, le=1024, description="training crop side in pixels")
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError("channels must be 1 or 3")
+        return value
+
+
+class TrainConfig(Section):
+    """Optimisation, logging and checkpoint schedule."""
+
+    steps: int = Field(20_000, ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1, description="images per step")
+    lr: float = Field(6e-4, gt=0.0, description="peak AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    warmup_steps: int = Field(500, ge=0, description="linear warm-up steps before the cosine decay")
+    min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0, description="final learning rate / peak")
+    grad_clip: float = Field(1.0, gt=0.0, description="gradient norm clip")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA decay per step")
+    val_every: int = Field(1000, ge=1, description="steps between validation PSNR checks")
+    val_images: int = Field(450, ge=1, description="validation images per check")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
+    log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
+    seed: int = Field(0, description="seed of every random draw in the run")
+    run_dir: str = Field("runs/default", description="run folder for config, metrics and checkpoints")
+
+
+class Config(Section):
+    """Everything a run needs; saved as JSON in each run folder and checkpoint."""
+
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    corruption: CorruptionConfig = CorruptionConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def format_validation_error(error: ValidationError, origin: str) -> str:
+    """Render a pydantic error as one line per field, naming the value and the fix."""
+    lines = [f"invalid config ({origin}):"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {location}: unknown key; remove it or check its spelling and section")
+        else:
+            lines.append(f"  {location}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: Path | None) -> dict[str, Any]:
+    """Read a TOML config file into a plain dict (empty when no file is given)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file {path} not found; pass an existing TOML file to --config")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"config file {path} is not valid TOML: {error}") from error
+
+
+def build_config(path: Path | None = None, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> Config:
+    """Resolve defaults < `base` (e.g. a checkpoint's config) < file < command-line overrides."""
+    data = _merge(base or {}, read_config_file(path))
+    data = _merge(data, overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        origin = str(path) if path else "command line"
+        raise UsageError(format_validation_error(error, origin)) from error
+
+
+def config_from_json(text: str) -> Config:
+    return Config.model_validate(json.loads(text))

@@ -1,0 +1,194 @@
+"""Pixel-space diffusion transformer (DiT) conditioned on two times, t and t - r.
+
+Shape letters: N batch, C channels, H x W image, p patch side, T = (H / p) * (W / p) tokens,
+D width. Attention is written out with matmuls rather than `scaled_dot_product_attention`, whose
+fused kernels have no forward-mode AD, so `torch.func.jvp` runs through the whole network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedders
+# ----------------------------------------------------------------------------------------------
+
+
+def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine positions, (height * width, dim): half the width per axis."""
+    quarter = dim // 4
+    frequencies = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    rows = torch.arange(height, dtype=torch.float64)[:, None] * frequencies  # (h, D/4)
+    cols = torch.arange(width, dtype=torch.float64)[:, None] * frequencies  # (w, D/4)
+    row_part = torch.cat([rows.sin(), rows.cos()], dim=1)[:, None, :].expand(height, width, 2 * quarter)
+    col_part = torch.cat([cols.sin(), cols.cos()], dim=1)[None, :, :].expand(height, width, 2 * quarter)
+    return torch.cat([row_part, col_part], dim=-1).reshape(height * width, 4 * quarter).float()
+
+
+class TimeEmbedder(nn.Module):
+    """Sinusoidal features of a time in [0, 1], then an MLP.
+
+    Times are multiplied by 1000 before the sinusoids, so that times 1e-3 apart get distinct
+    features, as in DDPM-style step embeddings.
+    """
+
+    def __init__(self, dim: int, frequencies: int = 256, scale: float = 1000.0) -> None:
+        super().__init__()
+        self.frequencies = frequencies
+        self.scale = scale
+        self.mlp = nn.Sequential(nn.Linear(frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, time: torch.Tensor) -> torch.Tensor:
+        half = self.frequencies // 2
+        exponents = torch.arange(half, device=time.device, dtype=torch.float32) / half
+        frequencies = torch.exp(-math.log(10000.0) * exponents)  # (F/2,)
+        angles = self.scale * time.float()[:, None] * frequencies[None]  # (N, F/2)
+        features = torch.cat([angles.cos(), angles.sin()], dim=-1)  # (N, F)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))  # (N, D)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Transformer block
+# ----------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qk_norm: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(dim // heads) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(dim // heads) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "n t (three h d) -> three n h t d", three=3, h=self.heads)
+        q, k = self.q_norm(q), self.k_norm(k)  # (N, heads, T, D/heads)
+        weights = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (N, heads, T, T)
+        out = weights.softmax(dim=-1) @ v  # (N, heads, T, D/heads)
+        return self.proj(rearrange(out, "n h t d -> n t (h d)"))  # (N, T, D)
+
+
+class DiTBlock(nn.Module):
+    """RMSNorm, adaLN modulation, attention, gated residual; the same again with an MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.RMSNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads, qk_norm)
+        self.norm2 = nn.RMSNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).chunk(6, dim=-1)  # 6 x (N, D)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))  # (N, T, D)
+        x = x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))  # (N, T, D)
+        return x
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, patch: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, patch * patch * out_channels)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))  # (N, T, p*p*C_out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+
+
+class DiT(nn.Module):
+    """u_theta(z, r, t | y): average velocity from time t back to time r, in image space."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        cond_channels: int = 0,
+        patch: int = 4,
+        dim: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.cond_channels = cond_channels
+        self.patch = patch
+        self.dim = dim
+
+        self.patch_embed = nn.Linear((channels + cond_channels) * patch * patch, dim)
+        self.t_embed = TimeEmbedder(dim)
+        self.gap_embed = TimeEmbedder(dim)  # embeds t - r
+        self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
+        self.final = FinalLayer(dim, patch, channels)
+        self._positions: dict[tuple[int, int], torch.Tensor] = {}
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        for embedder in (self.t_embed, self.gap_embed):
+            nn.init.normal_(embedder.mlp[0].weight, std=0.02)
+            nn.init.normal_(embedder.mlp[2].weight, std=0.02)
+
+        # adaLN-Zero: every block starts as the identity and the output as zero.
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN[-1].weight)
+            nn.init.zeros_(block.adaLN[-1].bias)
+        nn.init.zeros_(self.final.adaLN[-1].weight)
+        nn.init.zeros_(self.final.adaLN[-1].bias)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+
+    def positions(self, rows: int, cols: int, device: torch.device) -> torch.Tensor:
+        key = (rows, cols)
+        if key not in self._positions:
+            self._positions[key] = sincos_2d(rows, cols, self.dim)
+        return self._positions[key].to(device)
+
+    def forward(
+        self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z (N, C, H, W), r and t (N,), cond (N, C_cond, H, W) or None; returns (N, C, H, W)."""
+        height, width = z.shape[-2:]
+        p = self.patch
+        pad_h, pad_w = (-height) % p, (-width) % p
+
+        x = z if cond is None else torch.cat([z, cond], dim=1)  # (N, C + C_cond, H, W)
+        if pad_h or pad_w:
+            # Reflect padding needs the pad to be smaller than the side; replicate covers tiny images.
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        rows, cols = x.shape[-2] // p, x.shape[-1] // p
+
+        tokens = rearrange(x, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)  # (N, T, p*p*C_in)
+        tokens = self.patch_embed(tokens) + self.positions(rows, cols, x.device)  # (N, T, D)
+        c = self.t_embed(t) + self.gap_embed(t - r)  # (N, D)
+
+        for block in self.blocks:
+            tokens = block(tokens, c)  # (N, T, D)
+
+        out = self.final(tokens, c)  # (N, T, p*p*C)
+        out = rearrange(out, "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=rows, w=cols, p1=p, p2=p)
+        return out[..., :height, :width]  # (N, C, H, W)

@@ -1,0 +1,118 @@
+"""Load a restorer checkpoint and restore tensors, arrays and image files with it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from restorecli.checkpoint import Checkpoint, load_checkpoint, load_model
+from restorecli.data.images import read_image, to_channels, write_png
+from restorecli.device import autocast, choose_device
+from restorecli.errors import RestoreCliError, UsageError
+from restorecli.meanflow import restore
+from restorecli.normalize import to_image, to_network
+
+SHIPPED_WEIGHTS = "restorer-mixed.safetensors"
+
+
+def shipped_weights() -> Path:
+    """Return the path of the restorer that ships inside the package."""
+    path = Path(str(resources.files("restorecli").joinpath("weights", SHIPPED_WEIGHTS)))
+    if not path.is_file():
+        raise RestoreCliError(
+            f"the shipped weights {path} are missing; reinstall restorecli or pass --checkpoint"
+        )
+    return path
+
+
+@dataclass
+class Restorer:
+    """A model rebuilt from its checkpoint alone, ready to restore on one device."""
+
+    checkpoint_path: Path
+    checkpoint: Checkpoint
+    model: torch.nn.Module
+    device: torch.device
+    notices: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path | None = None, device: str = "auto") -> "Restorer":
+        path = Path(path) if path is not None else shipped_weights()
+        checkpoint = load_checkpoint(path)
+        target = choose_device(device)
+        model = load_model(checkpoint, path).to(target)
+        return cls(checkpoint_path=path, checkpoint=checkpoint, model=model, device=target)
+
+    @property
+    def channels(self) -> int:
+        return self.checkpoint.config.data.channels
+
+    @property
+    def objective(self):
+        return self.checkpoint.config.objective
+
+    def check_steps(self, steps: int) -> None:
+        if steps < 1:
+            raise UsageError(f"--steps {steps} is invalid; use 1 or more network evaluations")
+        if self.objective.kind == "regression" and steps != 1:
+            raise UsageError(
+                f"--steps {steps}: {self.checkpoint_path} is a regression model, which restores in exactly "
+                "one step; use --steps 1"
+            )
+
+    @torch.no_grad()
+    def restore_batch(self, images: np.ndarray, steps: int = 1, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+        """Restore (N, C, H, W) float images in [0, 1]; return the same shape in [0, 1]."""
+        self.check_steps(steps)
+        if images.shape[1] != self.channels:
+            raise UsageError(
+                f"images have {images.shape[1]} channels but {self.checkpoint_path} restores "
+                f"{self.channels}-channel images; convert them or pass a matching --checkpoint"
+            )
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            y = to_network(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(self.device))
+            with autocast(self.device):
+                x_hat = restore(self.model, y, self.objective, steps=steps, generator=generator)
+            outputs.append(to_image(x_hat.float()).cpu().numpy())
+        return np.concatenate(outputs)
+
+    def restore_file(self, source: Path, target: Path, steps: int = 1, seed: int = 0, overwrite: bool = False) -> list[str]:
+        """Restore one image file into a PNG; return notices about conversions made on the way."""
+        source, target = Path(source), Path(target)
+        check_output_path(source, target, overwrite)
+        self.check_steps(steps)
+        image = read_image(source)  # (C, H, W)
+
+        notices = []
+        if image.shape[0] != self.channels:
+            notices.append(
+                f"converted {source.name} from {image.shape[0]} to {self.channels} channel(s) for this model"
+            )
+            image = to_channels(image, self.channels)
+
+        # NOTE: attention cost grows with the square of the token count, so images much larger
+        # than a few hundred pixels per side need a lot of memory; nothing tiles them yet.
+        restored = self.restore_batch(image[None], steps=steps, seed=seed)[0]
+        write_png(target, restored)
+        return notices
+
+
+def check_output_path(source: Path, target: Path, overwrite: bool) -> None:
+    """Reject writing over the input, a non-PNG name, or an existing file without --overwrite."""
+    if target.suffix.lower() != ".png":
+        raise UsageError(f"output {target} must end in .png; restorecli writes PNG files")
+    if source.exists() and target.exists() and os.path.samefile(source, target):
+        raise UsageError(f"output {target} is the input file; choose another output path")
+    if source.resolve() == target.resolve():
+        raise UsageError(f"output {target} is the input file; choose another output path")
+    if target.exists() and not overwrite:
+        raise UsageError(f"output {target} already exists; pass --overwrite to replace it")
+    if target.exists() and target.is_dir():
+        raise UsageError(f"output {target} is a folder; pass a file name ending in .png")

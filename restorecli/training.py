@@ -1,0 +1,329 @@
+"""The training loop: data, optimiser, EMA, validation, metrics.jsonl, checkpoints and resume.
+
+Every random draw of step k comes from generators seeded by (seed, k), so a resumed run repeats
+the draws an uninterrupted run would have made. Nothing here prints: progress goes to a monitor
+that the caller supplies.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from restorecli.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
+from restorecli.config import Config
+from restorecli.corruptions import CorruptionSpec, corrupt_batch, protocol_corrupt
+from restorecli.data import mnist
+from restorecli.data.folder import ImageFolder, split_folder
+from restorecli.device import autocast, choose_device
+from restorecli.errors import RestoreCliError, UsageError
+from restorecli.meanflow import restore, training_loss
+from restorecli.metrics import psnr
+from restorecli.models import count_parameters
+from restorecli.normalize import to_image, to_network
+
+
+class Monitor(Protocol):
+    """Receives progress; the CLI implements it with rich, tests with a list."""
+
+    def start(self, total_steps: int, first_step: int, description: str) -> None: ...
+    def update(self, step: int, stats: dict[str, float]) -> None: ...
+    def note(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class SilentMonitor:
+    def start(self, total_steps: int, first_step: int, description: str) -> None: ...
+    def update(self, step: int, stats: dict[str, float]) -> None: ...
+    def note(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class TrainingDiverged(RestoreCliError):
+    """The loss became NaN or infinite."""
+
+
+def corruption_spec(config: Config) -> CorruptionSpec:
+    """Return the training corruption: the configured kind with levels drawn from the ranges."""
+    c = config.corruption
+    return CorruptionSpec(
+        kind=c.noise,
+        gaussian_sigma=tuple(c.gaussian_sigma),
+        salt_pepper_amount=tuple(c.salt_pepper_amount),
+        block_side=tuple(c.block_side),
+        blur_sigma=tuple(c.blur_sigma),
+        blur_noise=c.blur_noise,
+        mixed_probability=c.mixed_probability,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+class TrainingData:
+    """Clean training batches and a fixed corrupted validation set, from MNIST or a folder."""
+
+    def __init__(self, config: Config) -> None:
+        source = config.data.source
+        spec = corruption_spec(config)
+        val_count = config.train.val_images
+
+        if source == "mnist":
+            if config.data.channels != 1 or config.data.image_size != 28:
+                raise UsageError(
+                    f"data.source 'mnist' is 1-channel 28x28, but the config asks for "
+                    f"{config.data.channels} channels at {config.data.image_size}px; set data.channels = 1 "
+                    "and data.image_size = 28, or train on a folder"
+                )
+            train = mnist.load_train_split()
+            validation = mnist.load_validation_split()
+            self.folder = None
+            self.train_images = train.images  # (4050, 1, 28, 28)
+            # Validation uses the protocol's evaluation-level corruption of the trained kind.
+            clean = validation.images[:val_count]
+            noisy = [protocol_corrupt(image, spec.kind, int(row))[0] for image, row in zip(clean, validation.rows)]
+            self.val_clean, self.val_noisy = clean, np.stack(noisy)
+            self.size = len(self.train_images)
+        else:
+            folder = ImageFolder(Path(source), config.data.channels, config.data.image_size)
+            train_rows, val_rows = split_folder(folder)
+            self.folder, self.train_rows = folder, train_rows
+            rng = np.random.default_rng([config.train.seed, 7])
+            clean = folder.sample(val_rows[:val_count], rng)
+            self.val_clean = clean
+            self.val_noisy, _ = corrupt_batch(clean, spec, rng)
+            self.size = len(train_rows)
+
+        self.spec = spec
+        self.seed = config.train.seed
+        self.batch_size = config.train.batch_size
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return clean and corrupted batches (B, C, H, W) for `step`, the same on every resume."""
+        per_epoch = max(1, self.size // self.batch_size)
+        epoch, position = divmod(step, per_epoch)
+        order = np.random.default_rng([self.seed, epoch, 1]).permutation(self.size)
+        indices = order[position * self.batch_size : (position + 1) * self.batch_size]
+        if len(indices) < self.batch_size:  # fewer images than one batch: draw with replacement
+            indices = np.random.default_rng([self.seed, step, 3]).integers(0, self.size, self.batch_size)
+
+        rng = np.random.default_rng([self.seed, step, 2])
+        if self.folder is None:
+            clean = self.train_images[indices]
+        else:
+            clean = self.folder.sample(self.train_rows[indices], rng)
+        noisy, _ = corrupt_batch(clean, self.spec, rng)
+        return clean, noisy
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimisation helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def learning_rate_factor(step: int, config: Config) -> float:
+    """Linear warm-up to the peak, then cosine decay to `min_lr_ratio` of it."""
+    train = config.train
+    if step < train.warmup_steps:
+        return (step + 1) / train.warmup_steps
+    progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return train.min_lr_ratio + (1 - train.min_lr_ratio) * cosine
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for ema_param, param in zip(ema.parameters(), model.parameters()):
+        ema_param.lerp_(param, 1.0 - decay)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, slots in state["state"].items():
+        for key, value in slots.items():
+            tensors[f"train.optim.{index}.{key}"] = torch.as_tensor(value)
+    return tensors, json.dumps(state["param_groups"])
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in checkpoint.section("train.optim").items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(checkpoint.meta["param_groups"])})
+
+
+@torch.no_grad()
+def validation_psnr(model: nn.Module, data: TrainingData, config: Config, device: torch.device) -> float:
+    """Mean 1-step PSNR of `model` on the fixed validation set."""
+    generator = torch.Generator(device=device).manual_seed(config.train.seed + 99)
+    restored = []
+    for start in range(0, len(data.val_noisy), 256):
+        y = to_network(torch.from_numpy(data.val_noisy[start : start + 256]).to(device))
+        with autocast(device):
+            x_hat = restore(model, y, config.objective, steps=1, generator=generator)
+        restored.append(to_image(x_hat.float()).cpu().numpy())
+    return float(psnr(data.val_clean, np.concatenate(restored)).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingResult:
+    run_dir: Path
+    final_checkpoint: Path
+    steps: int
+    val_psnr_db: float | None
+    parameters: int
+    seconds: float
+
+
+def train(
+    config: Config, monitor: Monitor | None = None, resume: bool = False, init_from: Path | None = None
+) -> TrainingResult:
+    """Train a restorer as `config` says, optionally from a checkpoint's weights; write the run folder."""
+    monitor = monitor or SilentMonitor()
+    run_dir = Path(config.train.run_dir)
+    last_path = run_dir / "checkpoints" / "last.safetensors"
+    final_path = run_dir / "checkpoints" / "final.safetensors"
+    metrics_path = run_dir / "metrics.jsonl"
+
+    if not resume and last_path.exists():
+        raise UsageError(
+            f"run folder {run_dir} already holds a checkpoint; pass --resume to continue it "
+            "or choose another --run-dir"
+        )
+    if resume and not last_path.exists():
+        raise UsageError(f"--resume: no checkpoint at {last_path}; start without --resume")
+
+    # Setup: device, data, model, EMA, optimiser.
+    device = choose_device(config.device)
+    data = TrainingData(config)
+    torch.manual_seed(config.train.seed)
+    model = model_for(config).to(device)
+    if init_from is not None and not resume:
+        start = load_checkpoint(init_from)
+        try:
+            model.load_state_dict(start.section("model"))
+        except RuntimeError as error:
+            raise UsageError(
+                f"checkpoint {init_from} does not fit this config ({str(error).splitlines()[0]}); "
+                "use a checkpoint with the same model preset, objective and channels"
+            ) from error
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.train.lr, betas=(0.9, 0.99), weight_decay=config.train.weight_decay
+    )
+    parameters = count_parameters(model)
+
+    # Setup: resume or start the run folder.
+    start_step = 0
+    best_psnr: float | None = None
+    if resume:
+        checkpoint = load_checkpoint(last_path)
+        model.load_state_dict(checkpoint.section("train.model"))
+        ema.load_state_dict(checkpoint.section("model"))
+        _load_optimizer(optimizer, checkpoint)
+        start_step = int(checkpoint.meta["step"])
+        torch.set_rng_state(checkpoint.tensors["train.rng.cpu"])
+        best_psnr = checkpoint.meta.get("val_psnr_db")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(config.to_json() + "\n", encoding="utf-8")
+
+    def write_checkpoint(step: int, val_psnr_db: float | None) -> None:
+        tensors = {f"model.{k}": v for k, v in ema.state_dict().items()}
+        tensors.update({f"train.model.{k}": v for k, v in model.state_dict().items()})
+        optim_tensors, groups = _optimizer_tensors(optimizer)
+        tensors.update(optim_tensors)
+        tensors["train.rng.cpu"] = torch.get_rng_state()
+        meta = {"step": step, "val_psnr_db": val_psnr_db, "param_groups": groups, "kind": "training"}
+        save_checkpoint(last_path, Checkpoint(tensors=tensors, config=config, meta=meta))
+
+    monitor.note(f"model {config.model.preset}: {parameters:,} parameters on {device}")
+    monitor.start(config.train.steps, start_step, f"training {config.objective.kind}")
+    started = time.perf_counter()
+    window_start, window_steps = started, 0
+    sums = {"loss": 0.0, "mse": 0.0}
+    generator = torch.Generator(device=device)
+
+    with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+        for step in range(start_step, config.train.steps):
+            # 1. Batch: clean and corrupted images, in network space.
+            clean, noisy = data.batch(step)
+            x = to_network(torch.from_numpy(clean).to(device))  # (B, C, H, W)
+            y = to_network(torch.from_numpy(noisy).to(device))  # (B, C, H, W)
+            generator.manual_seed(config.train.seed * 1_000_003 + step)
+
+            # 2. Loss and a clipped optimiser step at the scheduled learning rate.
+            learning_rate = config.train.lr * learning_rate_factor(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            model.train()
+            with autocast(device):
+                output = training_loss(model, x, y, config.objective, generator)
+            if not torch.isfinite(output.loss):
+                raise TrainingDiverged(
+                    f"loss became {output.loss.item()} at step {step}; the last good checkpoint is "
+                    f"{last_path if last_path.exists() else 'not written yet'}. Lower train.lr or "
+                    "train.grad_clip and resume"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            output.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+            optimizer.step()
+            update_ema(ema, model, min(config.train.ema_decay, (1 + step) / (10 + step)))
+
+            sums["loss"] += output.loss.item()
+            sums["mse"] += output.mse.item()
+            window_steps += 1
+            done = step + 1
+
+            # 3. Log averages over the window since the last line.
+            if done % config.train.log_every == 0 or done == config.train.steps:
+                elapsed = time.perf_counter() - window_start
+                stats = {
+                    "step": done,
+                    "loss": sums["loss"] / window_steps,
+                    "mse": sums["mse"] / window_steps,
+                    "lr": learning_rate,
+                    "grad_norm": float(grad_norm),
+                    "steps_per_s": window_steps / max(elapsed, 1e-9),
+                    "images_per_s": window_steps * config.train.batch_size / max(elapsed, 1e-9),
+                }
+                metrics_file.write(json.dumps(stats) + "\n")
+                metrics_file.flush()
+                monitor.update(done, stats)
+                sums = {"loss": 0.0, "mse": 0.0}
+                window_start, window_steps = time.perf_counter(), 0
+
+            # 4. Validate the EMA weights and write checkpoints.
+            if done % config.train.val_every == 0 or done == config.train.steps:
+                best_psnr = validation_psnr(ema, data, config, device)
+                record = {"step": done, "val_psnr_db": best_psnr}
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                monitor.update(done, record)
+            if done % config.train.checkpoint_every == 0 or done == config.train.steps:
+                write_checkpoint(done, best_psnr)
+
+    monitor.stop()
+    seconds = time.perf_counter() - started
+    inference = {f"model.{k}": v for k, v in ema.state_dict().items()}
+    meta = {"step": config.train.steps, "val_psnr_db": best_psnr, "kind": "restorer", "train_seconds": round(seconds, 1)}
+    save_checkpoint(final_path, Checkpoint(tensors=inference, config=config, meta=meta))
+    return TrainingResult(run_dir, final_path, config.train.steps, best_psnr, parameters, seconds)
