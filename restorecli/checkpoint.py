@@ -103,6 +103,7 @@ def model_for(config: Config) -> nn.Module:
         channels=config.data.channels,
         cond_channels=cond_channels(config.data.channels, config.objective),
         qk_norm=config.model.qk_norm,
+        time_scale=config.model.time_scale,
     )
 
 

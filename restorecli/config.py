@@ -30,6 +30,9 @@ class ModelConfig(Section):
 
     preset: str = Field("DiT-S/4", description="size preset, e.g. DiT-S/4 (see `restorecli train --help`)")
     qk_norm: bool = Field(True, description="RMS-normalise queries and keys, which keeps the JVP bounded")
+    time_scale: float = Field(
+        1000.0, gt=0.0, description="times are multiplied by this before their sinusoidal embedding"
+    )
 
 
 class ObjectiveConfig(Section):
@@ -71,6 +74,9 @@ class CorruptionConfig(Section):
     blur_sigma: tuple[float, float] = Field((0.5, 1.6), description="Gaussian blur std in pixels")
     blur_noise: float = Field(0.01, ge=0.0, le=1.0, description="noise std added after blurring")
     mixed_probability: float = Field(0.5, gt=0.0, le=1.0, description="chance each kind joins a mixture")
+    single_kind_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="mixed only: share of images corrupted by exactly one random kind"
+    )
 
     @field_validator("gaussian_sigma")
     @classmethod

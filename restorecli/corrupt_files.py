@@ -39,6 +39,7 @@ def spec_from_options(
             blur_sigma=tuple(ranges.blur_sigma),
             blur_noise=ranges.blur_noise,
             mixed_probability=ranges.mixed_probability,
+            single_kind_share=ranges.single_kind_share,
         )
     else:
         spec = protocol_spec(kind)

@@ -34,6 +34,7 @@ class CorruptionSpec:
     blur_sigma: tuple[float, float] = (1.5, 1.5)
     blur_noise: float = 0.01
     mixed_probability: float = 0.5
+    single_kind_share: float = 0.0  # mixed only: share of images given exactly one random kind
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -173,6 +174,11 @@ def corrupt(x: np.ndarray, spec: CorruptionSpec, rng: np.random.Generator) -> tu
 
     if spec.kind != "mixed":
         y = _apply_kind(x, spec.kind, spec, rng, record, draw_level=False)
+        return y.astype(np.float32), record
+
+    if spec.single_kind_share > 0 and rng.random() < spec.single_kind_share:
+        kind = MIXED_ORDER[int(rng.integers(0, len(MIXED_ORDER)))]
+        y = _apply_kind(x, kind, spec, rng, record, draw_level=True)
         return y.astype(np.float32), record
 
     flags = rng.random(4) < spec.mixed_probability

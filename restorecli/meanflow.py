@@ -170,10 +170,10 @@ def restore(
     n = y.shape[0]
     cond = condition(y, objective)
     z = draw_source(y, objective, generator)  # (N, C, H, W)
-    grid = torch.linspace(1.0, 0.0, steps + 1, device=y.device)
+    grid = torch.linspace(1.0, 0.0, steps + 1, device=y.device, dtype=y.dtype)
 
     for k in range(steps):
         t = grid[k].expand(n)  # (N,)
         r = grid[k + 1].expand(n)  # (N,)
-        z = z - (grid[k] - grid[k + 1]) * model(z, r, t, cond).float()
+        z = z - (grid[k] - grid[k + 1]) * model(z, r, t, cond).to(z.dtype)
     return z

@@ -63,6 +63,7 @@ def corruption_spec(config: Config) -> CorruptionSpec:
         blur_sigma=tuple(c.blur_sigma),
         blur_noise=c.blur_noise,
         mixed_probability=c.mixed_probability,
+        single_kind_share=c.single_kind_share,
     )
 
 

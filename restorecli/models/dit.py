@@ -34,8 +34,8 @@ def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
 class TimeEmbedder(nn.Module):
     """Sinusoidal features of a time in [0, 1], then an MLP.
 
-    Times are multiplied by 1000 before the sinusoids, so that times 1e-3 apart get distinct
-    features, as in DDPM-style step embeddings.
+    Times are multiplied by `scale` before the sinusoids; 1000 (as in DDPM-style step embeddings)
+    gives times 1e-3 apart distinct features but also makes du/dt large, which the JVP sees.
     """
 
     def __init__(self, dim: int, frequencies: int = 256, scale: float = 1000.0) -> None:
@@ -46,9 +46,10 @@ class TimeEmbedder(nn.Module):
 
     def forward(self, time: torch.Tensor) -> torch.Tensor:
         half = self.frequencies // 2
-        exponents = torch.arange(half, device=time.device, dtype=torch.float32) / half
+        dtype = torch.float64 if time.dtype == torch.float64 else torch.float32  # never below fp32
+        exponents = torch.arange(half, device=time.device, dtype=dtype) / half
         frequencies = torch.exp(-math.log(10000.0) * exponents)  # (F/2,)
-        angles = self.scale * time.float()[:, None] * frequencies[None]  # (N, F/2)
+        angles = self.scale * time.to(dtype)[:, None] * frequencies[None]  # (N, F/2)
         features = torch.cat([angles.cos(), angles.sin()], dim=-1)  # (N, F)
         return self.mlp(features.to(self.mlp[0].weight.dtype))  # (N, D)
 
@@ -128,6 +129,7 @@ class DiT(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 4.0,
         qk_norm: bool = True,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -136,8 +138,8 @@ class DiT(nn.Module):
         self.dim = dim
 
         self.patch_embed = nn.Linear((channels + cond_channels) * patch * patch, dim)
-        self.t_embed = TimeEmbedder(dim)
-        self.gap_embed = TimeEmbedder(dim)  # embeds t - r
+        self.t_embed = TimeEmbedder(dim, scale=time_scale)
+        self.gap_embed = TimeEmbedder(dim, scale=time_scale)  # embeds t - r
         self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
         self.final = FinalLayer(dim, patch, channels)
         self._positions: dict[tuple[int, int], torch.Tensor] = {}

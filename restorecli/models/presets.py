@@ -17,7 +17,9 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
 }
 
 
-def build_model(preset: str, channels: int, cond_channels: int, qk_norm: bool = True) -> nn.Module:
+def build_model(
+    preset: str, channels: int, cond_channels: int, qk_norm: bool = True, time_scale: float = 1000.0
+) -> nn.Module:
     if preset not in PRESETS:
         raise UsageError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
     width, depth, heads, patch = PRESETS[preset]
@@ -29,6 +31,7 @@ def build_model(preset: str, channels: int, cond_channels: int, qk_norm: bool = 
         depth=depth,
         heads=heads,
         qk_norm=qk_norm,
+        time_scale=time_scale,
     )
 
 

@@ -1,0 +1,71 @@
+"""Protocol v1 numbers for one or more checkpoints on all five kinds, as JSON and a Markdown table.
+
+Usage: python -m bench.protocol_table --checkpoint A.safetensors [--checkpoint B.safetensors]
+       [--steps 1] [--json docs/results/protocol.json]
+
+Each kind runs the full `restorecli evaluate` protocol (500 test images) for every checkpoint;
+the classical baselines run once per kind. The Markdown table goes to standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from restorecli.corruptions import KINDS
+from restorecli.evaluation import evaluate
+from restorecli.restoration import Restorer
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", action="append", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="write all reports to this JSON file")
+    args = parser.parse_args()
+
+    restorers = [Restorer.load(path, "auto") for path in args.checkpoint]
+    reports = []
+    started = time.perf_counter()
+    for kind in KINDS:
+        for index, restorer in enumerate(restorers):
+            report = evaluate(restorer, kind, steps=args.steps, with_baselines=index == 0)
+            reports.append(report.to_dict())
+
+    machine = f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"protocol": reports[0]["protocol"], "machine": machine, "date": date.today().isoformat(), "reports": reports}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+    print(f"machine: {machine}; {time.perf_counter() - started:.0f} s in all\n")
+    print("| kind | method | NFE | PSNR dB | SSIM | images/s |")
+    print("|---|---|---|---|---|---|")
+    for report in reports:
+        for method in report["methods"]:
+            if method["kind"] != "model" and report["checkpoint"] != str(args.checkpoint[0]):
+                continue
+            name = method["name"] + (f" ({Path(report['checkpoint']).name})" if method["kind"] == "model" else "")
+            nfe = "-" if method["nfe"] is None else method["nfe"]
+            rate = "-" if method["images_per_s"] is None else f"{method['images_per_s']:.0f}"
+            print(f"| {report['noise']} | {name} | {nfe} | {method['psnr_db']:.2f} | {method['ssim']:.3f} | {rate} |")
+
+
+if __name__ == "__main__":
+    main()
