@@ -185,7 +185,10 @@ def finetune(
 
 @app.command()
 def presets() -> None:
-    """List the model size presets with their parameter counts (1-channel restorer)."""
+    """List the model size presets with their parameter counts (1-channel restorer).
+
+    Example: restorecli presets
+    """
     from restorecli.console import console
     from restorecli.models import describe_presets
 
@@ -263,18 +266,19 @@ def restore(
     _State.debug = _State.debug or debug
     from restorecli.config import build_config
     from restorecli.console import console
+    from restorecli.device import set_threads
     from restorecli.restoration import Restorer
 
     resolved = build_config(config, {"device": device} if device else {})
+    set_threads(resolved.threads)
     restorer = Restorer.load(checkpoint, resolved.device)
     restorer.check_steps(steps)
     if source.is_dir():
         from restorecli.data.images import folder_pairs
 
         pairs = folder_pairs(source, target, overwrite)
-        for image_in, image_out in pairs:
-            for notice in restorer.restore_file(image_in, image_out, steps=steps, seed=seed, overwrite=overwrite):
-                console.print(f"[yellow]note:[/] {notice}")
+        for notice in restorer.restore_files(pairs, steps=steps, seed=seed):
+            console.print(f"[yellow]note:[/] {notice}")
         console.print(f"restored {len(pairs)} image(s) into {target} with {steps} network evaluation(s) each")
         return
     for notice in restorer.restore_file(source, target, steps=steps, seed=seed, overwrite=overwrite):
@@ -308,6 +312,7 @@ def evaluate(
     from restorecli.config import build_config
     from restorecli.console import console, report_table
     from restorecli.corruptions import KINDS
+    from restorecli.device import set_threads
     from restorecli.evaluation import evaluate as run_evaluation
     from restorecli.evaluation import write_report
     from restorecli.restoration import Restorer
@@ -319,6 +324,7 @@ def evaluate(
     if report is not None and report.exists() and report.is_dir():
         raise UsageError(f"--report {report} is a folder; pass a file name such as r.json")
     resolved = build_config(config, {"device": device} if device else {})
+    set_threads(resolved.threads)
     restorer = Restorer.load(checkpoint, resolved.device)
     if restorer.channels != 1:
         raise UsageError(f"{restorer.checkpoint_path} restores {restorer.channels}-channel images; the protocol is 1-channel MNIST")

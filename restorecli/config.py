@@ -142,6 +142,7 @@ class Config(Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default")
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -38,3 +38,9 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def set_threads(threads: int) -> None:
+    """Set torch's CPU thread count; 0 keeps torch's default (one per core)."""
+    if threads > 0:
+        torch.set_num_threads(threads)

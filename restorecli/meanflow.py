@@ -1,6 +1,6 @@
 """MeanFlow for restoration: time sampling, the training objectives and the 1..N-step sampler.
 
-Time convention (this is the only module that knows it): t = 0 is the clean image x, t = 1 is the
+Time convention (no other module encodes it): t = 0 is the clean image x, t = 1 is the
 source s (y + source noise for the bridge, pure noise otherwise). The path is z_t = (1 - t) x + t s
 with velocity v = s - x, and u(z, r, t) is the average velocity from time t back to time r <= t,
 so that z_r = z_t - (t - r) u(z_t, r, t). All tensors here are in network space [-1, 1].
@@ -86,7 +86,7 @@ def time_derivative(
     v: torch.Tensor,
     cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Return du/dt = (du/dz) v + du/dt of u(z, r, t | cond) by one forward-mode JVP.
+    """Return the total derivative du/dt = (∂u/∂z) v + ∂u/∂t of u(z, r, t | cond) by one forward-mode JVP.
 
     The tangent is (v, 0, 1) on (z, r, t); the condition is closed over, so it gets no tangent.
     """
@@ -104,8 +104,14 @@ def meanflow_loss(
     y: torch.Tensor,
     objective: ObjectiveConfig,
     generator: torch.Generator | None = None,
+    jvp_model: nn.Module | None = None,
 ) -> LossOutput:
-    """MeanFlow loss on a batch of clean x and corrupted y, both (N, C, H, W) in [-1, 1]."""
+    """MeanFlow loss on a batch of clean x and corrupted y, both (N, C, H, W) in [-1, 1].
+
+    `jvp_model` is the module the JVP runs through, by default `model`. Under DDP it is the inner
+    module: the JVP only builds the stop-gradient target, so gradients (and their all-reduce) come
+    from the ordinary forward pass through the DDP wrapper.
+    """
     n = x.shape[0]
     cond = condition(y, objective)  # (N, C, H, W) or None
 
@@ -119,13 +125,13 @@ def meanflow_loss(
     # 2. Predict u on every row, with gradients.
     u = model(z, r, t, cond)  # (N, C, H, W)
 
-    # 3. du/dt along the path, only on rows with r != t: the others multiply it by t - r = 0.
+    # 3. du/dt along the path, only on rows with r != t, because the target multiplies it by t - r.
     dudt = torch.zeros_like(u)  # (N, C, H, W)
     moving = ((t - r) > 0).nonzero().squeeze(1)
     if len(moving):
         sub_cond = None if cond is None else cond[moving]
         with torch.no_grad():
-            dudt_rows = time_derivative(model, z[moving], r[moving], t[moving], v[moving], sub_cond)
+            dudt_rows = time_derivative(model if jvp_model is None else jvp_model, z[moving], r[moving], t[moving], v[moving], sub_cond)
         dudt = dudt.index_copy(0, moving, dudt_rows.to(dudt.dtype))
 
     # 4. Stop-gradient target from the MeanFlow identity u = v - (t - r) du/dt.
@@ -145,11 +151,16 @@ def regression_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossO
 
 
 def training_loss(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: ObjectiveConfig, generator: torch.Generator | None
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    objective: ObjectiveConfig,
+    generator: torch.Generator | None,
+    jvp_model: nn.Module | None = None,
 ) -> LossOutput:
     if objective.kind == "regression":
         return regression_loss(model, x, y)
-    return meanflow_loss(model, x, y, objective, generator)
+    return meanflow_loss(model, x, y, objective, generator, jvp_model)
 
 
 @torch.no_grad()

@@ -83,24 +83,33 @@ class Restorer:
             outputs.append(to_image(x_hat.float()).cpu().numpy())
         return np.concatenate(outputs)
 
-    def restore_file(self, source: Path, target: Path, steps: int = 1, seed: int = 0, overwrite: bool = False) -> list[str]:
-        """Restore one image file into a PNG; return notices about conversions made on the way."""
-        source, target = Path(source), Path(target)
-        check_output_path(source, target, overwrite)
-        self.check_steps(steps)
-        image = read_image(source)  # (C, H, W)
-
-        notices = []
+    def _read_for_model(self, source: Path, notices: list[str]) -> np.ndarray:
+        """Read an image file as (C, H, W) with the model's channel count, noting any conversion."""
+        image = read_image(source)
         if image.shape[0] != self.channels:
             notices.append(
                 f"converted {source.name} from {image.shape[0]} to {self.channels} channel(s) for this model"
             )
             image = to_channels(image, self.channels)
+        return image
+
+    def restore_file(self, source: Path, target: Path, steps: int = 1, seed: int = 0, overwrite: bool = False) -> list[str]:
+        """Restore one image file into a PNG; return notices about conversions made on the way."""
+        source, target = Path(source), Path(target)
+        check_output_path(source, target, overwrite)
+        return self.restore_files([(source, target)], steps=steps, seed=seed)
+
+    def restore_files(self, pairs: list[tuple[Path, Path]], steps: int = 1, seed: int = 0) -> list[str]:
+        """Restore (input, output) file pairs; every input is read before the first output is written."""
+        self.check_steps(steps)
+        notices: list[str] = []
+        images = [self._read_for_model(source, notices) for source, _ in pairs]  # (C, H, W) each
 
         # NOTE: attention cost grows with the square of the token count, so images much larger
         # than a few hundred pixels per side need a lot of memory; nothing tiles them yet.
-        restored = self.restore_batch(image[None], steps=steps, seed=seed)[0]
-        write_png(target, restored)
+        for (_, target), image in zip(pairs, images):
+            restored = self.restore_batch(image[None], steps=steps, seed=seed)[0]
+            write_png(target, restored)
         return notices
 
 

@@ -24,7 +24,8 @@ from restorecli.config import Config
 from restorecli.corruptions import CorruptionSpec, corrupt_batch, protocol_corrupt
 from restorecli.data import mnist
 from restorecli.data.folder import ImageFolder, split_folder
-from restorecli.device import autocast, choose_device
+from restorecli.device import autocast, set_threads
+from restorecli.distributed import DistributedContext
 from restorecli.errors import RestoreCliError, UsageError
 from restorecli.meanflow import restore, training_loss
 from restorecli.metrics import psnr
@@ -84,8 +85,8 @@ class TrainingData:
             if config.data.channels != 1 or config.data.image_size != 28:
                 raise UsageError(
                     f"data.source 'mnist' is 1-channel 28x28, but the config asks for "
-                    f"{config.data.channels} channels at {config.data.image_size}px; set data.channels = 1 "
-                    "and data.image_size = 28, or train on a folder"
+                    f"{config.data.channels} channels at {config.data.image_size}px; pass --data FOLDER of "
+                    f"{config.data.channels}-channel images, or set data.channels = 1 and data.image_size = 28"
                 )
             train = mnist.load_train_split()
             validation = mnist.load_validation_split()
@@ -194,38 +195,93 @@ class TrainingResult:
     seconds: float
 
 
+@dataclass
+class RunPaths:
+    run_dir: Path
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.safetensors"
+
+    @property
+    def final(self) -> Path:
+        return self.run_dir / "checkpoints" / "final.safetensors"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+
+def _check_run_folder(paths: RunPaths, resume: bool) -> None:
+    if not resume and paths.last.exists():
+        raise UsageError(
+            f"run folder {paths.run_dir} already contains a checkpoint; pass --resume to continue it "
+            "or choose another --run-dir"
+        )
+    if resume and not paths.last.exists():
+        raise UsageError(f"--resume: no checkpoint at {paths.last}; start without --resume")
+
+
+def _check_resume_fits(checkpoint: Checkpoint, config: Config, path: Path) -> None:
+    """Reject a resume whose config changes what the saved weights are."""
+    saved = checkpoint.config
+    for name, before, after in (
+        ("model", saved.model, config.model),
+        ("objective", saved.objective, config.objective),
+        ("data.channels", saved.data.channels, config.data.channels),
+    ):
+        if before != after:
+            raise UsageError(
+                f"--resume: the config changes {name} of the run in {path} (saved {before}, now {after}); "
+                "remove that setting or start a new --run-dir"
+            )
+
+
+def _load_initial_weights(model: nn.Module, init_from: Path) -> None:
+    start = load_checkpoint(init_from)
+    try:
+        model.load_state_dict(start.section("model"))
+    except RuntimeError as error:
+        raise UsageError(
+            f"checkpoint {init_from} does not fit this config ({str(error).splitlines()[0]}); "
+            "use a checkpoint with the same model preset, objective and channels"
+        ) from error
+
+
+def _training_checkpoint(
+    config: Config, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer, step: int, val_psnr: float | None
+) -> Checkpoint:
+    """Everything `--resume` needs: EMA and raw weights, AdamW moments, step and RNG state."""
+    tensors = {f"model.{k}": v for k, v in ema.state_dict().items()}
+    tensors.update({f"train.model.{k}": v for k, v in model.state_dict().items()})
+    optim_tensors, groups = _optimizer_tensors(optimizer)
+    tensors.update(optim_tensors)
+    tensors["train.rng.cpu"] = torch.get_rng_state()
+    meta = {"step": step, "val_psnr_db": val_psnr, "param_groups": groups, "kind": "training"}
+    return Checkpoint(tensors=tensors, config=config, meta=meta)
+
+
 def train(
     config: Config, monitor: Monitor | None = None, resume: bool = False, init_from: Path | None = None
 ) -> TrainingResult:
-    """Train a restorer as `config` says, optionally from a checkpoint's weights; write the run folder."""
-    monitor = monitor or SilentMonitor()
-    run_dir = Path(config.train.run_dir)
-    last_path = run_dir / "checkpoints" / "last.safetensors"
-    final_path = run_dir / "checkpoints" / "final.safetensors"
-    metrics_path = run_dir / "metrics.jsonl"
+    """Train a restorer as `config` specifies, optionally from a checkpoint's weights; write the run folder.
 
-    if not resume and last_path.exists():
-        raise UsageError(
-            f"run folder {run_dir} already holds a checkpoint; pass --resume to continue it "
-            "or choose another --run-dir"
-        )
-    if resume and not last_path.exists():
-        raise UsageError(f"--resume: no checkpoint at {last_path}; start without --resume")
+    Under torchrun every process runs this function; only rank 0 writes files and reports progress.
+    """
+    paths = RunPaths(Path(config.train.run_dir))
+    _check_run_folder(paths, resume)
 
-    # Setup: device, data, model, EMA, optimiser.
-    device = choose_device(config.device)
+    # Setup: processes and device, data, model, EMA, optimiser.
+    context = DistributedContext.from_environment(config.device)
+    context.check_batch_size(config.train.batch_size)
+    device = context.device
+    set_threads(config.threads)
+    monitor = monitor if monitor is not None and context.is_main else SilentMonitor()
     data = TrainingData(config)
     torch.manual_seed(config.train.seed)
     model = model_for(config).to(device)
     if init_from is not None and not resume:
-        start = load_checkpoint(init_from)
-        try:
-            model.load_state_dict(start.section("model"))
-        except RuntimeError as error:
-            raise UsageError(
-                f"checkpoint {init_from} does not fit this config ({str(error).splitlines()[0]}); "
-                "use a checkpoint with the same model preset, objective and channels"
-            ) from error
+        _load_initial_weights(model, init_from)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.train.lr, betas=(0.9, 0.99), weight_decay=config.train.weight_decay
@@ -234,41 +290,37 @@ def train(
 
     # Setup: resume or start the run folder.
     start_step = 0
-    best_psnr: float | None = None
+    val_psnr: float | None = None
     if resume:
-        checkpoint = load_checkpoint(last_path)
+        checkpoint = load_checkpoint(paths.last)
+        _check_resume_fits(checkpoint, config, paths.last)
         model.load_state_dict(checkpoint.section("train.model"))
         ema.load_state_dict(checkpoint.section("model"))
         _load_optimizer(optimizer, checkpoint)
         start_step = int(checkpoint.meta["step"])
         torch.set_rng_state(checkpoint.tensors["train.rng.cpu"])
-        best_psnr = checkpoint.meta.get("val_psnr_db")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json() + "\n", encoding="utf-8")
+        val_psnr = checkpoint.meta.get("val_psnr_db")
+    trained = context.wrap(model)  # the module gradients flow through
+    if context.is_main:
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        (paths.run_dir / "config.json").write_text(config.to_json() + "\n", encoding="utf-8")
 
-    def write_checkpoint(step: int, val_psnr_db: float | None) -> None:
-        tensors = {f"model.{k}": v for k, v in ema.state_dict().items()}
-        tensors.update({f"train.model.{k}": v for k, v in model.state_dict().items()})
-        optim_tensors, groups = _optimizer_tensors(optimizer)
-        tensors.update(optim_tensors)
-        tensors["train.rng.cpu"] = torch.get_rng_state()
-        meta = {"step": step, "val_psnr_db": val_psnr_db, "param_groups": groups, "kind": "training"}
-        save_checkpoint(last_path, Checkpoint(tensors=tensors, config=config, meta=meta))
-
-    monitor.note(f"model {config.model.preset}: {parameters:,} parameters on {device}")
+    processes = f", {context.world_size} processes" if context.world_size > 1 else ""
+    monitor.note(f"model {config.model.preset}: {parameters:,} parameters on {device}{processes}")
     monitor.start(config.train.steps, start_step, f"training {config.objective.kind}")
     started = time.perf_counter()
     window_start, window_steps = started, 0
     sums = {"loss": 0.0, "mse": 0.0}
     generator = torch.Generator(device=device)
+    metrics_file = open(paths.metrics, "a", encoding="utf-8") if context.is_main else None
 
-    with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+    try:
         for step in range(start_step, config.train.steps):
-            # 1. Batch: clean and corrupted images, in network space.
+            # 1. Batch: this process's slice of the step's clean and corrupted images, in network space.
             clean, noisy = data.batch(step)
-            x = to_network(torch.from_numpy(clean).to(device))  # (B, C, H, W)
-            y = to_network(torch.from_numpy(noisy).to(device))  # (B, C, H, W)
-            generator.manual_seed(config.train.seed * 1_000_003 + step)
+            x = context.shard(to_network(torch.from_numpy(clean).to(device)))  # (B, C, H, W)
+            y = context.shard(to_network(torch.from_numpy(noisy).to(device)))  # (B, C, H, W)
+            generator.manual_seed(config.train.seed * 1_000_003 + step + 7_919 * context.rank)
 
             # 2. Loss and a clipped optimiser step at the scheduled learning rate.
             learning_rate = config.train.lr * learning_rate_factor(step, config)
@@ -276,11 +328,11 @@ def train(
                 group["lr"] = learning_rate
             model.train()
             with autocast(device):
-                output = training_loss(model, x, y, config.objective, generator)
+                output = training_loss(trained, x, y, config.objective, generator, jvp_model=model)
             if not torch.isfinite(output.loss):
                 raise TrainingDiverged(
                     f"loss became {output.loss.item()} at step {step}; the last good checkpoint is "
-                    f"{last_path if last_path.exists() else 'not written yet'}. Lower train.lr or "
+                    f"{paths.last if paths.last.exists() else 'not written yet'}. Lower train.lr or "
                     "train.grad_clip and resume"
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -293,8 +345,10 @@ def train(
             sums["mse"] += output.mse.item()
             window_steps += 1
             done = step + 1
+            if not context.is_main:
+                continue
 
-            # 3. Log averages over the window since the last line.
+            # 3. Log averages over the window since the last line (rank 0's share of the batch).
             if done % config.train.log_every == 0 or done == config.train.steps:
                 elapsed = time.perf_counter() - window_start
                 stats = {
@@ -314,17 +368,22 @@ def train(
 
             # 4. Validate the EMA weights and write checkpoints.
             if done % config.train.val_every == 0 or done == config.train.steps:
-                best_psnr = validation_psnr(ema, data, config, device)
-                record = {"step": done, "val_psnr_db": best_psnr}
+                val_psnr = validation_psnr(ema, data, config, device)
+                record = {"step": done, "val_psnr_db": val_psnr}
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 monitor.update(done, record)
             if done % config.train.checkpoint_every == 0 or done == config.train.steps:
-                write_checkpoint(done, best_psnr)
+                save_checkpoint(paths.last, _training_checkpoint(config, model, ema, optimizer, done, val_psnr))
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
+        context.close()
 
     monitor.stop()
     seconds = time.perf_counter() - started
-    inference = {f"model.{k}": v for k, v in ema.state_dict().items()}
-    meta = {"step": config.train.steps, "val_psnr_db": best_psnr, "kind": "restorer", "train_seconds": round(seconds, 1)}
-    save_checkpoint(final_path, Checkpoint(tensors=inference, config=config, meta=meta))
-    return TrainingResult(run_dir, final_path, config.train.steps, best_psnr, parameters, seconds)
+    if context.is_main:
+        inference = {f"model.{k}": v for k, v in ema.state_dict().items()}
+        meta = {"step": config.train.steps, "val_psnr_db": val_psnr, "kind": "restorer", "train_seconds": round(seconds, 1)}
+        save_checkpoint(paths.final, Checkpoint(tensors=inference, config=config, meta=meta))
+    return TrainingResult(paths.run_dir, paths.final, config.train.steps, val_psnr, parameters, seconds)

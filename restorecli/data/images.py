@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from restorecli.errors import RestoreCliError
+from restorecli.errors import RestoreCliError, UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -31,6 +31,12 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit PNGs open as integer images; scale their 0..65535 range to [0, 1].
+                array = np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)
+                return array[None]  # (1, H, W)
+            if image.mode == "F":
+                return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)[None]  # (1, H, W)
             if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -89,13 +95,13 @@ def folder_pairs(source: Path, target: Path, overwrite: bool) -> list[tuple[Path
     """Map each image of folder `source` to `target/<stem>.png`, checking outputs before any write."""
     source, target = Path(source), Path(target)
     if target.exists() and not target.is_dir():
-        raise RestoreCliError(f"output {target} is a file, but the input {source} is a folder; pass an output folder")
+        raise UsageError(f"output {target} is a file, but the input {source} is a folder; pass an output folder")
     if target.exists() and source.resolve() == target.resolve():
-        raise RestoreCliError(f"output folder {target} is the input folder; choose another output folder")
+        raise UsageError(f"output folder {target} is the input folder; choose another output folder")
     pairs = [(path, target / f"{path.stem}.png") for path in list_images(source)]
     existing = [out for _, out in pairs if out.exists()]
     if existing and not overwrite:
-        raise RestoreCliError(
+        raise UsageError(
             f"{len(existing)} output file(s) already exist in {target}, e.g. {existing[0].name}; "
             "pass --overwrite to replace them"
         )
