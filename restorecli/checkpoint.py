@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from restorecli.atomic import write_atomically
 from restorecli.config import Config, config_from_json
 from restorecli.errors import RestoreCliError
 from restorecli.meanflow import cond_channels
@@ -42,8 +41,6 @@ class Checkpoint:
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     """Write to a temporary file in the same folder, then rename, so no half-written file remains."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -51,14 +48,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "meta": json.dumps(checkpoint.meta),
     }
     tensors = {name: value.detach().to("cpu").contiguous() for name, value in checkpoint.tensors.items()}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
 
 def _read_metadata(path: Path) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from restorecli.atomic import write_atomically
 from restorecli.baselines import baselines_for
 from restorecli.checkpoint import file_sha256
 from restorecli.corruptions import protocol_corrupt
@@ -124,18 +126,9 @@ def evaluate(
 
 def write_report(path: Path, reports: list[Report]) -> None:
     """Write one report as JSON (several kinds: {"protocol": ..., "reports": [...]}), atomically."""
-    import json
-    import os
-    import tempfile
-
     if len(reports) == 1:
         payload = reports[0].to_dict()
     else:
         payload = {"protocol": mnist.PROTOCOL_NAME, "reports": [report.to_dict() for report in reports]}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=2)
-        stream.write("\n")
-    os.replace(temporary, path)
+    text = json.dumps(payload, indent=2) + "\n"
+    write_atomically(Path(path), lambda temporary: temporary.write_text(text, encoding="utf-8"))

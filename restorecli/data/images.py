@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from restorecli.atomic import write_atomically
 from restorecli.errors import RestoreCliError, UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -69,15 +68,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
     path = Path(path)
     array = np.clip(np.rint(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
     mode_array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(mode_array).save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda temporary: Image.fromarray(mode_array).save(temporary, format="PNG"))
 
 
 def list_images(folder: Path) -> list[Path]:
