@@ -1,5 +1,8 @@
 """Validation PSNR of one checkpoint for each kind, source noise (trained value and 0) and NFE 1, 2, 4.
 
+The last column queries the network at r = t = 1 instead of (r, t) = (0, 1): one Euler step of
+the instantaneous velocity, x = s - u(s, 1, 1), which estimates the posterior mean E[x | s].
+
 Usage: python -m bench.sampler_probe runs/NAME/checkpoints/last.safetensors
 
 It uses the 450 validation rows (i % 10 == 1) at the protocol's evaluation levels, never the
@@ -37,6 +40,11 @@ def main(path: str) -> None:
                 sampler = objective.model_copy(update={"source_sigma": sigma})
                 restored = to_image(restore(model, y, sampler, steps, torch.Generator().manual_seed(0))).numpy()
                 cells.append(f"sigma {sigma} NFE {steps}: {psnr(validation.images, restored).mean():.2f}")
+        if objective.source == "bridge":
+            with torch.no_grad():
+                ones = torch.ones(len(y))
+                euler = to_image(y - model(y, ones, ones)).numpy()  # source s = y, with no noise
+            cells.append(f"r = t = 1, sigma 0: {psnr(validation.images, euler).mean():.2f}")
         print(f"{kind:12s} " + " | ".join(cells))
 
 

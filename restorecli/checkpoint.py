@@ -1,6 +1,6 @@
 """Checkpoints: safetensors tensors plus the resolved config and metadata as JSON, written atomically.
 
-Tensor names: `model.*` holds the inference weights (the EMA weights during training); a training
+Tensor names: `model.*` contains the inference weights (the EMA weights during training); a training
 checkpoint adds `train.model.*` (raw weights) and `train.optim.*` (AdamW moments) for `--resume`.
 """
 

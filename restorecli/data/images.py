@@ -16,8 +16,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as float32 (C, H, W) in [0, 1] with C = 1 (grey) or 3 (RGB).
 
-    An alpha channel is composited onto white, since the digits the shipped model knows are
-    white strokes on black and most transparent images are drawn on a white page.
+    An alpha channel is composited onto white, the page colour most transparent drawings assume.
     """
     path = Path(path)
     if not path.exists():

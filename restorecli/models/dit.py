@@ -35,7 +35,7 @@ class TimeEmbedder(nn.Module):
     """Sinusoidal features of a time in [0, 1], then an MLP.
 
     Times are multiplied by `scale` before the sinusoids; 1000 (as in DDPM-style step embeddings)
-    gives times 1e-3 apart distinct features but also makes du/dt large, which the JVP sees.
+    gives times 1e-3 apart distinct features but also makes du/dt large, and the JVP target with it.
     """
 
     def __init__(self, dim: int, frequencies: int = 256, scale: float = 1000.0) -> None:
