@@ -1,7 +1,7 @@
 """Protocol v1 numbers for one or more checkpoints on all five kinds, as JSON and a Markdown table.
 
 Usage: python -m bench.protocol_table --checkpoint A.safetensors [--checkpoint B.safetensors]
-       [--steps 1] [--json docs/results/protocol.json]
+       [--steps 1] [--json docs/results/protocol.json] [--no-baselines]
 
 Each kind runs the full `restorecli evaluate` protocol (500 test images) for every checkpoint;
 the classical baselines run once per kind. The Markdown table goes to standard output.
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", action="append", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="write all reports to this JSON file")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the classical restorers")
     args = parser.parse_args()
 
     restorers = [Restorer.load(path, "auto") for path in args.checkpoint]
@@ -45,7 +46,7 @@ def main() -> None:
     started = time.perf_counter()
     for kind in KINDS:
         for index, restorer in enumerate(restorers):
-            report = evaluate(restorer, kind, steps=args.steps, with_baselines=index == 0)
+            report = evaluate(restorer, kind, steps=args.steps, with_baselines=index == 0 and not args.no_baselines)
             reports.append(report.to_dict())
 
     machine = f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
