@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from restorecli.corruptions import CorruptionSpec
 from restorecli.errors import UsageError
 
 NoiseKind = Literal["gaussian", "salt-pepper", "block", "blur", "mixed"]
@@ -77,6 +78,19 @@ class CorruptionConfig(Section):
     single_kind_share: float = Field(
         0.0, ge=0.0, le=1.0, description="mixed only: share of images corrupted by exactly one random kind"
     )
+
+    def to_spec(self, kind: str | None = None) -> CorruptionSpec:
+        """Return the corruption spec of these ranges, for `kind` or else the configured kind."""
+        return CorruptionSpec(
+            kind=kind or self.noise,
+            gaussian_sigma=tuple(self.gaussian_sigma),
+            salt_pepper_amount=tuple(self.salt_pepper_amount),
+            block_side=tuple(self.block_side),
+            blur_sigma=tuple(self.blur_sigma),
+            blur_noise=self.blur_noise,
+            mixed_probability=self.mixed_probability,
+            single_kind_share=self.single_kind_share,
+        )
 
     @field_validator("gaussian_sigma")
     @classmethod

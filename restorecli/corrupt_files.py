@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from restorecli.config import CorruptionConfig, build_config
+from restorecli.config import build_config
 from restorecli.corruptions import KINDS, CorruptionSpec, corrupt, protocol_corrupt, protocol_spec, with_levels
 from restorecli.data import mnist
 from restorecli.data.images import folder_pairs, read_image, write_png
@@ -30,17 +30,7 @@ def spec_from_options(
         raise UsageError(f"unknown --noise {kind!r}; choose one of {', '.join(KINDS)}")
 
     if config is not None:
-        ranges: CorruptionConfig = build_config(config).corruption
-        spec = CorruptionSpec(
-            kind=kind,
-            gaussian_sigma=tuple(ranges.gaussian_sigma),
-            salt_pepper_amount=tuple(ranges.salt_pepper_amount),
-            block_side=tuple(ranges.block_side),
-            blur_sigma=tuple(ranges.blur_sigma),
-            blur_noise=ranges.blur_noise,
-            mixed_probability=ranges.mixed_probability,
-            single_kind_share=ranges.single_kind_share,
-        )
+        spec = build_config(config).corruption.to_spec(kind)
     else:
         spec = protocol_spec(kind)
 

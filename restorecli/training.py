@@ -55,17 +55,7 @@ class TrainingDiverged(RestoreCliError):
 
 def corruption_spec(config: Config) -> CorruptionSpec:
     """Return the training corruption: the configured kind with levels drawn from the ranges."""
-    c = config.corruption
-    return CorruptionSpec(
-        kind=c.noise,
-        gaussian_sigma=tuple(c.gaussian_sigma),
-        salt_pepper_amount=tuple(c.salt_pepper_amount),
-        block_side=tuple(c.block_side),
-        blur_sigma=tuple(c.blur_sigma),
-        blur_noise=c.blur_noise,
-        mixed_probability=c.mixed_probability,
-        single_kind_share=c.single_kind_share,
-    )
+    return config.corruption.to_spec()
 
 
 # ----------------------------------------------------------------------------------------------
