@@ -37,7 +37,7 @@ class ModelConfig(Section):
 
 
 class ObjectiveConfig(Section):
-    """What the network is trained to predict and how (t, r) pairs are drawn."""
+    """Training target of the network and the distribution of its (t, r) pairs."""
 
     kind: Literal["meanflow", "regression"] = Field(
         "meanflow", description="meanflow, or regression (x_hat = f(y) by MSE: the reference)"

@@ -43,7 +43,7 @@ class CorruptionSpec:
 
 @dataclass
 class CorruptionRecord:
-    """What a draw applied, for oracle baselines: the masked square and the blur width."""
+    """Record of one draw (applied kinds, block mask, blur width), used by oracle baselines."""
 
     kinds: list[str] = field(default_factory=list)
     block_mask: np.ndarray | None = None  # (H, W) bool, True inside the filled square

@@ -105,8 +105,8 @@ class Restorer:
         notices: list[str] = []
         images = [self._read_for_model(source, notices) for source, _ in pairs]  # (C, H, W) each
 
-        # NOTE: attention cost grows with the square of the token count, so images much larger
-        # than a few hundred pixels per side need a lot of memory; nothing tiles them yet.
+        # NOTE: attention memory grows with the square of the token count, and nothing tiles large
+        # images yet. Images much larger than a few hundred pixels per side need a lot of memory.
         for (_, target), image in zip(pairs, images):
             restored = self.restore_batch(image[None], steps=steps, seed=seed)[0]
             write_png(target, restored)

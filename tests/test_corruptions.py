@@ -95,7 +95,7 @@ def test_blur_recomputed_by_hand(first_test_image):
     assert record.blur_sigma == 1.5
 
 
-def test_gaussian_kernel_is_9x9_up_to_sigma_1_5():
+def test_blur_kernel_size_by_sigma():
     assert gaussian_kernel(0.5).shape == (9, 9)
     assert gaussian_kernel(1.5).shape == (9, 9)
     assert gaussian_kernel(2.0).shape == (13, 13)

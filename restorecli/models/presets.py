@@ -40,7 +40,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def describe_presets(channels: int = 1) -> str:
-    """One line per preset with its parameter count for a `channels`-channel restorer."""
+    """Describe each preset on one line with its parameter count for a `channels`-channel restorer."""
     lines = []
     for name, (width, depth, heads, patch) in PRESETS.items():
         count = count_parameters(build_model(name, channels, 0))
