@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from restorecli.baselines import Baseline, baselines_for, best_baseline
-from restorecli.corruptions import KINDS, CorruptionRecord, protocol_corrupt
-from restorecli.data.mnist import load_test_split
+from restorecli.corruptions import KINDS, CorruptionRecord
+from restorecli.evaluation import protocol_images
 from restorecli.metrics import psnr, ssim
 
 TOLERANCE_DB = 0.3
@@ -58,17 +58,6 @@ REFERENCE = {
 }
 
 
-def corrupt_test_split(kind: str) -> tuple[np.ndarray, np.ndarray, list[CorruptionRecord]]:
-    """Return the clean test images, their protocol corruptions of `kind` and the records."""
-    split = load_test_split()
-    corrupted, records = [], []
-    for image, row in zip(split.images, split.rows):
-        y, record = protocol_corrupt(image, kind, int(row))
-        corrupted.append(y)
-        records.append(record)
-    return split.images, np.stack(corrupted), records
-
-
 def run_baseline(
     baseline: Baseline, corrupted: np.ndarray, records: list[CorruptionRecord]
 ) -> tuple[np.ndarray, float]:
@@ -91,7 +80,8 @@ def format_row(name: str, measured: tuple[float, float], reference: tuple[float,
 
 def check_kind(kind: str) -> list[str]:
     """Print the table for `kind` and return the names whose mean PSNR misses the reference."""
-    clean, corrupted, records = corrupt_test_split(kind)
+    images = protocol_images(kind)
+    clean, corrupted, records = images.clean, images.corrupted, images.records
     reference = REFERENCE[kind]
     best = best_baseline(kind).name
     misses = []

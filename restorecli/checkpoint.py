@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -51,15 +51,6 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     write_atomically(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
-    with open(path, "rb") as stream:
-        header_size = int.from_bytes(stream.read(8), "little")
-        if header_size <= 0 or header_size > 100_000_000:
-            raise ValueError("invalid header size")
-        header = json.loads(stream.read(header_size))
-    return header.get("__metadata__", {}) or {}
-
-
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read a restorecli checkpoint; raise a one-line error for anything else."""
     path = Path(path)
@@ -67,7 +58,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise RestoreCliError(f"checkpoint {path} not found; pass a .safetensors file written by restorecli")
     fix = "pass a checkpoint written by `restorecli train` (a .safetensors file)"
     try:
-        metadata = _read_metadata(path)
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, ValueError, UnicodeDecodeError, OSError) as error:
         raise RestoreCliError(f"checkpoint {path} is not a safetensors file ({error}); {fix}") from error

@@ -1,8 +1,8 @@
 """`make demo`: corrupt a few test digits of each kind, restore them, and save a picture grid.
 
-Run as `python -m restorecli.demo OUT_DIR`. It writes OUT_DIR/grid.png (rows: clean, corrupted,
-restored; one column group per corruption kind) and the files of the first digit so that the
-`restorecli restore` command can be tried on them.
+Run as `python -m restorecli.demo OUT_DIR`. It writes OUT_DIR/grid.png, whose rows are clean,
+corrupted and restored digits, with one column group per corruption kind. It also writes the
+clean and corrupted files of the first digit, so that `restorecli restore` can be tried on them.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from torch import nn
 
 from restorecli.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
 from restorecli.config import Config
-from restorecli.corruptions import CorruptionSpec, corrupt_batch, protocol_corrupt
+from restorecli.corruptions import corrupt_batch, protocol_corrupt
 from restorecli.data import mnist
 from restorecli.data.folder import ImageFolder, split_folder
 from restorecli.device import autocast, set_threads
@@ -53,11 +53,6 @@ class TrainingDiverged(RestoreCliError):
     """The loss became NaN or infinite."""
 
 
-def corruption_spec(config: Config) -> CorruptionSpec:
-    """Return the training corruption: the configured kind with levels drawn from the ranges."""
-    return config.corruption.to_spec()
-
-
 # ----------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------
@@ -68,7 +63,7 @@ class TrainingData:
 
     def __init__(self, config: Config) -> None:
         source = config.data.source
-        spec = corruption_spec(config)
+        spec = config.corruption.to_spec()
         val_count = config.train.val_images
 
         if source == "mnist":
