@@ -38,6 +38,10 @@ weights: install
 weights-regression: install
 	$(BIN)/restorecli train --config configs/shipped.toml --objective regression --run-dir runs/regression
 
+# The reference digit classifier that evaluate uses for digit accuracy: the exact, seeded command.
+classifier: install
+	$(BIN)/python -m restorecli.classifier --out restorecli/weights/digit-classifier.safetensors
+
 # The protocol table of docs/BENCHMARKS.md: the shipped model beside the regression reference.
 bench: install
 	$(BIN)/python -m bench.protocol_table --checkpoint restorecli/weights/restorer-mixed.safetensors \
