@@ -1,7 +1,7 @@
 """Protocol v1 numbers for one or more checkpoints on all five kinds, as JSON and a Markdown table.
 
 Usage: python -m bench.protocol_table --checkpoint A.safetensors [--checkpoint B.safetensors]
-       [--steps 1] [--json docs/results/protocol.json] [--no-baselines]
+       [--steps 1,2,4] [--json docs/results/protocol.json] [--no-baselines]
 
 Each kind runs the full `restorecli evaluate` protocol (500 test images) for every checkpoint;
 the classical baselines run once per kind. The Markdown table goes to standard output.
@@ -36,7 +36,7 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", action="append", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--steps", default="1", help="NFE per image, or a comma list such as 1,2,4")
     parser.add_argument("--json", type=Path, default=None, help="write all reports to this JSON file")
     parser.add_argument("--no-baselines", action="store_true", help="skip the classical restorers")
     args = parser.parse_args()
@@ -46,8 +46,9 @@ def main() -> None:
     started = time.perf_counter()
     for kind in KINDS:
         for index, restorer in enumerate(restorers):
-            report = evaluate(restorer, kind, steps=args.steps, with_baselines=index == 0 and not args.no_baselines)
-            reports.append(report.to_dict())
+            steps = tuple(int(part) for part in args.steps.split(","))
+            evaluation = evaluate(restorer, kind, steps=steps, with_baselines=index == 0 and not args.no_baselines)
+            reports.append(evaluation.report.to_dict())
 
     machine = f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     if args.json:

@@ -293,10 +293,26 @@ def restore(
 
 @app.command()
 def evaluate(
-    noise: Annotated[str, typer.Option("--noise", help=f"protocol corruption: {KINDS_HELP}")] = "mixed",
+    noise: Annotated[str, typer.Option("--noise", help=f"protocol corruption: {KINDS_HELP}, or all five")] = "mixed",
     checkpoint: CheckpointOption = None,
-    steps: StepsOption = 1,
-    report: Annotated[Optional[Path], typer.Option("--report", help="also write the table as JSON to this file. Example: --report r.json")] = None,
+    steps: Annotated[
+        str, typer.Option("--steps", help="NFE per image, one value or a comma list for a sweep. Example: --steps 1,2,4,8")
+    ] = "1",
+    report: Annotated[Optional[Path], typer.Option("--report", help="also write the results as JSON to this file. Example: --report r.json")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="also write the table as Markdown to this file. Example: --markdown table.md")] = None,
+    grid: Annotated[
+        Optional[Path],
+        typer.Option("--grid", help="write a PNG of clean / corrupted / restored / best-baseline digits, the worst-restored included. Example: --grid g.png"),
+    ] = None,
+    classifier: Annotated[
+        Optional[Path],
+        typer.Option("--classifier", help="digit classifier for digit accuracy. Default: the shipped one"),
+    ] = None,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also run the classical restorers.")] = True,
+    limit: Annotated[
+        Optional[int],
+        typer.Option("--limit", help="score only the first N test images, for a quick check; the numbers are then not protocol results"),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per network call. Default: 256")] = 256,
     seed: SeedOption = 0,
     device: DeviceOption = None,
@@ -305,39 +321,77 @@ def evaluate(
 ) -> None:
     """Score a restorer on the 500 protocol test images (mnist5k-v1) beside classical restorers.
 
-    Columns: PSNR (dB), SSIM and images/s; the model row shows its network evaluations (NFE).
-    Example: restorecli evaluate --noise mixed --report r.json
+    Columns: PSNR (dB), SSIM, digit accuracy of a reference classifier and images/s; block masks add
+    PSNR inside and outside the square. Each model row shows its network evaluations (NFE).
+    Example: restorecli evaluate --noise all --steps 1,2,4 --grid g.png --report r.json
     """
     _State.debug = _State.debug or debug
+    from restorecli.classifier import load_classifier
     from restorecli.config import build_config
-    from restorecli.console import console, report_table
+    from restorecli.console import confusion_lines, console, report_table
     from restorecli.corruptions import KINDS
     from restorecli.device import set_threads
     from restorecli.evaluation import evaluate as run_evaluation
-    from restorecli.evaluation import write_report
+    from restorecli.plots import plot_evaluation_grid
+    from restorecli.reports import write_markdown, write_report
     from restorecli.restoration import Restorer
 
-    if noise not in KINDS:
-        raise UsageError(f"unknown --noise {noise!r}; choose one of {', '.join(KINDS)}")
+    if noise != "all" and noise not in KINDS:
+        raise UsageError(f"unknown --noise {noise!r}; choose one of {', '.join(KINDS)} or all")
+    kinds = list(KINDS) if noise == "all" else [noise]
+    step_counts = _parse_steps(steps)
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size} is invalid; use 1 or more")
-    if report is not None and report.exists() and report.is_dir():
-        raise UsageError(f"--report {report} is a folder; pass a file name such as r.json")
+    if limit is not None and not 1 <= limit <= 500:
+        raise UsageError(f"--limit {limit} is invalid; use 1 to 500 test images, or leave it out for all 500")
+    for option, path in (("--report", report), ("--markdown", markdown), ("--grid", grid)):
+        if path is not None and path.is_dir():
+            raise UsageError(f"{option} {path} is a folder; pass a file name")
     resolved = build_config(config, {"device": device} if device else {})
     set_threads(resolved.threads)
     restorer = Restorer.load(checkpoint, resolved.device)
     if restorer.channels != 1:
         raise UsageError(f"{restorer.checkpoint_path} restores {restorer.channels}-channel images; the protocol is 1-channel MNIST")
+    for count in step_counts:
+        restorer.check_steps(count)
+    judge = load_classifier(classifier)
 
+    evaluations = []
     with console.status("evaluating") as status:
-        result = run_evaluation(
-            restorer, noise, steps=steps, batch_size=batch_size, seed=seed,
-            on_method=lambda name: status.update(f"evaluating {name} on {noise}"),
-        )
-    console.print(report_table(result))
+        for kind in kinds:
+            evaluations.append(
+                run_evaluation(
+                    restorer, kind, steps=step_counts, batch_size=batch_size, seed=seed, limit=limit, with_baselines=baselines,
+                    classifier=judge, classifier_name=str(judge.path),
+                    on_method=lambda name, kind=kind: status.update(f"evaluating {name} on {kind}"),
+                )
+            )
+    reports = [evaluation.report for evaluation in evaluations]
+    console.print(report_table(reports))
+    for line in confusion_lines(reports):
+        console.print(line)
     if report is not None:
-        write_report(report, [result])
+        write_report(report, reports)
         console.print(f"report: {report}")
+    if markdown is not None:
+        write_markdown(markdown, reports)
+        console.print(f"markdown table: {markdown}")
+    if grid is not None:
+        plot_evaluation_grid(evaluations, grid)
+        console.print(f"picture grid: {grid}")
+
+
+def _parse_steps(text: str) -> tuple[int, ...]:
+    """Parse '1' or '1,2,4,8' into NFE counts, rejecting anything else with the fix."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--steps {text} is invalid; pass a count or a comma list such as 1,2,4,8") from None
+    if any(count < 1 for count in counts):
+        raise UsageError(f"--steps {text} is invalid; every count must be 1 or more network evaluations")
+    if len(set(counts)) != len(counts):
+        raise UsageError(f"--steps {text} repeats a count; list each NFE once")
+    return counts
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from restorecli.evaluation import Report
+from restorecli.reports import format_accuracy, format_cell, format_confusions, has_mask_metrics, method_label
 
 console = Console(stderr=False)
 error_console = Console(stderr=True)
@@ -53,29 +54,53 @@ class RichMonitor:
         self.progress.stop()
 
 
-def report_table(report: Report) -> Table:
-    """The evaluate table: one row per method with NFE, PSNR, SSIM and images/s."""
+def report_table(reports: list[Report]) -> Table:
+    """The evaluate table: one row per method and kind with NFE, PSNR, SSIM, digit accuracy and images/s."""
+    first = reports[0]
+    masks = has_mask_metrics(reports)
+    caption = None
+    if first.clean_digit_accuracy is not None:
+        caption = f"digit accuracy on the clean images: {format_accuracy(first.clean_digit_accuracy)}"
     table = Table(
-        title=f"{report.protocol} · {report.noise} · {report.n_images} test images · {report.device}, "
-        f"{report.threads} threads, batch {report.batch_size}"
+        title=f"{first.protocol} · {first.n_images} test images · {first.device}, "
+        f"{first.threads} thread{'s' if first.threads != 1 else ''}, batch {first.batch_size}",
+        caption=caption,
     )
-    table.add_column("method")
-    table.add_column("kind")
-    table.add_column("NFE", justify="right")
-    table.add_column("PSNR dB", justify="right")
-    table.add_column("SSIM", justify="right")
+    for name in ("noise", "method", "kind"):
+        table.add_column(name)
+    for name in ("NFE", "PSNR dB", "SSIM", "digit acc."):
+        table.add_column(name, justify="right")
+    if masks:
+        table.add_column("PSNR in mask", justify="right")
+        table.add_column("PSNR outside", justify="right")
     table.add_column("images/s", justify="right")
-    best = max(method.psnr_db for method in report.methods)
-    for method in report.methods:
-        style = "bold green" if method.psnr_db == best else None
-        kind = method.kind + (" (oracle)" if method.oracle else "")
-        table.add_row(
-            method.name,
-            kind,
-            "-" if method.nfe is None else str(method.nfe),
-            f"{method.psnr_db:.2f}",
-            f"{method.ssim:.3f}",
-            "-" if method.images_per_s is None else f"{method.images_per_s:,.0f}",
-            style=style,
-        )
+
+    for index, report in enumerate(reports):
+        if index:
+            table.add_section()
+        best = max(method.psnr_db for method in report.methods)
+        for method in report.methods:
+            cells = [
+                report.noise,
+                method.name,
+                method_label(method),
+                format_cell(method.nfe, "d"),
+                f"{method.psnr_db:.2f}",
+                f"{method.ssim:.3f}",
+                format_accuracy(method.digit_accuracy),
+            ]
+            if masks:
+                cells += [format_cell(method.psnr_in_mask_db, ".2f"), format_cell(method.psnr_out_mask_db, ".2f")]
+            cells.append(format_cell(method.images_per_s, ",.0f"))
+            table.add_row(*cells, style="bold green" if method.psnr_db == best else None)
     return table
+
+
+def confusion_lines(reports: list[Report]) -> list[str]:
+    """List, per model row, the digits that restoration turned into other digits."""
+    return [
+        f"{report.noise}, {method.nfe} NFE, misread after restoration: {format_confusions(method.confusions)}"
+        for report in reports
+        for method in report.methods
+        if method.kind == "model" and method.digit_accuracy is not None
+    ]

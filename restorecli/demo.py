@@ -16,21 +16,10 @@ from restorecli.corruptions import KINDS, protocol_corrupt
 from restorecli.data import mnist
 from restorecli.data.images import write_png
 from restorecli.metrics import psnr
+from restorecli.plots import tile
 from restorecli.restoration import Restorer
 
 DIGITS_PER_KIND = 4
-
-
-def tile(rows: list[np.ndarray], gap: int = 2) -> np.ndarray:
-    """Tile rows of (N, 1, H, W) images into one (1, H', W') picture with grey gaps."""
-    height, width = rows[0].shape[-2:]
-    count = rows[0].shape[0]
-    canvas = np.full((1, len(rows) * (height + gap) + gap, count * (width + gap) + gap), 0.5, dtype=np.float32)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            top, left = gap + r * (height + gap), gap + c * (width + gap)
-            canvas[:, top : top + height, left : left + width] = image
-    return canvas
 
 
 def main(out_dir: Path) -> None:

@@ -31,6 +31,7 @@ from restorecli.meanflow import restore, training_loss
 from restorecli.metrics import psnr
 from restorecli.models import count_parameters
 from restorecli.normalize import to_image, to_network
+from restorecli.plots import plot_training_curves
 
 
 class Monitor(Protocol):
@@ -76,7 +77,7 @@ class TrainingData:
             train = mnist.load_train_split()
             validation = mnist.load_validation_split()
             self.folder = None
-            self.train_images = train.images  # (4050, 1, 28, 28)
+            self.train_images = train.images  # (4000, 1, 28, 28)
             # Validation uses the protocol's evaluation-level corruption of the trained kind.
             clean = validation.images[:val_count]
             noisy = [protocol_corrupt(image, spec.kind, int(row))[0] for image, row in zip(clean, validation.rows)]
@@ -195,6 +196,16 @@ class RunPaths:
     @property
     def metrics(self) -> Path:
         return self.run_dir / "metrics.jsonl"
+
+    @property
+    def curves(self) -> Path:
+        return self.run_dir / "curves.png"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Read the records of a metrics.jsonl file, one JSON object per line."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 def _check_run_folder(paths: RunPaths, resume: bool) -> None:
@@ -358,6 +369,7 @@ def train(
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 monitor.update(done, record)
+                plot_training_curves(read_metrics(paths.metrics), paths.curves)
             if done % config.train.checkpoint_every == 0 or done == config.train.steps:
                 save_checkpoint(paths.last, _training_checkpoint(config, model, ema, optimizer, done, val_psnr))
     finally:

@@ -257,6 +257,37 @@ def test_evaluate_report(tmp_path, tiny_checkpoint):
         assert method["name"] in result.stdout
 
 
+def test_evaluate_all_kinds_sweep_grid_markdown(tmp_path, tiny_checkpoint):
+    report_path, grid_path, markdown_path = tmp_path / "r.json", tmp_path / "g.png", tmp_path / "t.md"
+
+    result = run_cli(
+        "evaluate", "--noise", "all", "--steps", "1,2", "--limit", "6", "--checkpoint", tiny_checkpoint,
+        "--grid", grid_path, "--report", report_path, "--markdown", markdown_path,
+    )
+
+    assert result.returncode == 0, result.output
+    payload = json.loads(report_path.read_text(encoding="utf-8"))
+    assert payload["protocol"] == "mnist5k-v1"
+    assert [report["noise"] for report in payload["reports"]] == ["gaussian", "salt-pepper", "block", "blur", "mixed"]
+    for report in payload["reports"]:
+        assert report["n_images"] == 6
+        assert 0.0 <= report["clean_digit_accuracy"] <= 1.0
+        models = [method for method in report["methods"] if method["kind"] == "model"]
+        assert [method["nfe"] for method in models] == [1, 2]
+        assert any(method["kind"] == "baseline" for method in report["methods"])
+        for method in report["methods"]:
+            assert 0.0 <= method["digit_accuracy"] <= 1.0
+            has_mask = method["psnr_in_mask_db"] is not None
+            assert has_mask == (report["noise"] == "block")
+
+    markdown = markdown_path.read_text(encoding="utf-8")
+    assert markdown.count("| block |") == len(payload["reports"][2]["methods"])
+    with Image.open(grid_path) as grid:
+        assert grid.format == "PNG"
+    assert "digit accuracy on the clean images" in result.stdout
+    assert "misread after restoration" in result.stdout
+
+
 # ----------------------------------------------------------------------------------------------
 # train and finetune
 # ----------------------------------------------------------------------------------------------

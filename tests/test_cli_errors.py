@@ -155,6 +155,21 @@ ERROR_CASES = {
         2,
         ("--steps 0", "1 or more"),
     ),
+    "evaluate-steps-not-numbers": ErrorCase(
+        Call(("evaluate", "--noise", "block", "--checkpoint", "{checkpoint}", "--steps", "1,two", "--report", "report.json")),
+        2,
+        ("--steps 1,two", "1,2,4,8"),
+    ),
+    "evaluate-steps-repeated": ErrorCase(
+        Call(("evaluate", "--noise", "block", "--checkpoint", "{checkpoint}", "--steps", "2,2", "--report", "report.json")),
+        2,
+        ("--steps 2,2", "once"),
+    ),
+    "evaluate-limit-zero": ErrorCase(
+        Call(("evaluate", "--noise", "block", "--checkpoint", "{checkpoint}", "--limit", "0", "--report", "report.json")),
+        2,
+        ("--limit 0", "1 to 500"),
+    ),
     # Run folders.
     "train-resume-without-checkpoint": ErrorCase(
         Call(("train", "--resume", "--run-dir", "new-run", "--steps", "2")), 2, ("new-run", "without --resume")

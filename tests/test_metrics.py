@@ -10,7 +10,7 @@ from skimage.metrics import structural_similarity
 
 from restorecli.corruptions import KINDS, protocol_corrupt
 from restorecli.data import mnist
-from restorecli.metrics import psnr, ssim
+from restorecli.metrics import psnr, region_psnr, ssim
 
 
 def skimage_ssim(clean: np.ndarray, restored: np.ndarray) -> float:
@@ -107,3 +107,52 @@ def test_psnr_rejects_shape_mismatch():
 def test_psnr_rejects_single_image():
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         psnr(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))
+
+
+# ----------------------------------------------------------------------------------------------
+# region PSNR (inside and outside a block mask)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_images(digits) -> np.ndarray:
+    return digits[0]
+
+
+def test_region_psnr_matches_skimage_on_masked_pixels(digit_images):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(3)
+    restored = np.clip(digit_images + 0.1 * rng.standard_normal(digit_images.shape), 0, 1).astype(np.float32)
+    masks = np.zeros((len(digit_images), 28, 28), dtype=bool)
+    masks[:, 5:17, 8:20] = True
+
+    inside = region_psnr(digit_images, restored, masks)
+    outside = region_psnr(digit_images, restored, ~masks)
+
+    for i in range(len(digit_images)):
+        clean64, restored64 = digit_images[i, 0].astype(np.float64), restored[i, 0].astype(np.float64)
+        assert inside[i] == pytest.approx(peak_signal_noise_ratio(clean64[masks[i]], restored64[masks[i]], data_range=1.0))
+        assert outside[i] == pytest.approx(peak_signal_noise_ratio(clean64[~masks[i]], restored64[~masks[i]], data_range=1.0))
+
+
+def test_region_psnr_sees_grey_fill_inside_mask():
+    clean = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    masks = np.zeros((1, 28, 28), dtype=bool)
+    masks[0, 10:20, 10:20] = True
+    grey_fill = clean.copy()
+    grey_fill[0, 0, 10:20, 10:20] = 0.5
+
+    # MSE 0.25 inside the square, 0 outside.
+    assert region_psnr(clean, grey_fill, masks)[0] == pytest.approx(-10 * np.log10(0.25))
+    assert region_psnr(clean, grey_fill, ~masks)[0] == 100.0
+
+
+def test_region_psnr_of_empty_mask_is_nan(digit_images):
+    masks = np.zeros((len(digit_images), 28, 28), dtype=bool)
+    assert np.isnan(region_psnr(digit_images, digit_images, masks)).all()
+
+
+def test_region_psnr_rejects_mask_shape(digit_images):
+    with pytest.raises(ValueError, match="mask shape"):
+        region_psnr(digit_images, digit_images, np.ones((len(digit_images), 14, 14), dtype=bool))

