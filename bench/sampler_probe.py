@@ -1,7 +1,9 @@
-"""Validation PSNR of one checkpoint for each kind, source noise (trained value and 0) and NFE 1, 2, 4.
+"""Validation PSNR of one checkpoint for each kind, restore temperature (1 and 0) and NFE 1, 2, 4.
 
-The last column queries the network at r = t = 1 instead of (r, t) = (0, 1): one Euler step of
-the instantaneous velocity, x = s - u(s, 1, 1), which estimates the posterior mean E[x | s].
+The temperature scales the source noise: 1 draws it as in training, 0 starts at the mean of the
+source distribution. The last column queries the network at r = t = 1 instead of (r, t) = (0, 1)
+from the source mean: one Euler step of the instantaneous velocity, x = s - u(s, 1, 1), which
+estimates the posterior mean E[x | s].
 
 Usage: python -m bench.sampler_probe runs/NAME/checkpoints/last.safetensors
 
@@ -19,7 +21,7 @@ import torch
 from restorecli.checkpoint import load_checkpoint, load_model
 from restorecli.corruptions import KINDS, protocol_corrupt
 from restorecli.data import mnist
-from restorecli.meanflow import restore
+from restorecli.meanflow import condition, draw_source, restore
 from restorecli.metrics import psnr
 from restorecli.normalize import to_image, to_network
 
@@ -35,16 +37,16 @@ def main(path: str) -> None:
         corrupted = np.stack([protocol_corrupt(image, kind, int(row))[0] for image, row in zip(validation.images, validation.rows)])
         y = to_network(torch.from_numpy(corrupted))
         cells = []
-        for sigma in sorted({objective.source_sigma, 0.0}, reverse=True):
+        for temperature in (1.0, 0.0):
             for steps in (1, 2, 4):
-                sampler = objective.model_copy(update={"source_sigma": sigma})
-                restored = to_image(restore(model, y, sampler, steps, torch.Generator().manual_seed(0))).numpy()
-                cells.append(f"sigma {sigma} NFE {steps}: {psnr(validation.images, restored).mean():.2f}")
-        if objective.source == "bridge":
-            with torch.no_grad():
-                ones = torch.ones(len(y))
-                euler = to_image(y - model(y, ones, ones)).numpy()  # source s = y, with no noise
-            cells.append(f"r = t = 1, sigma 0: {psnr(validation.images, euler).mean():.2f}")
+                generator = torch.Generator().manual_seed(0)
+                restored = to_image(restore(model, y, objective, steps, generator, temperature)).numpy()
+                cells.append(f"T {temperature:g} NFE {steps}: {psnr(validation.images, restored).mean():.2f}")
+        with torch.no_grad():
+            ones = torch.ones(len(y))
+            source = draw_source(y, objective, None, temperature=0.0)
+            euler = to_image(source - model(source, ones, ones, condition(y, objective))).numpy()
+        cells.append(f"r = t = 1, T 0: {psnr(validation.images, euler).mean():.2f}")
         print(f"{kind:12s} " + " | ".join(cells))
 
 

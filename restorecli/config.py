@@ -49,6 +49,10 @@ class ObjectiveConfig(Section):
     condition_on_y: bool = Field(
         False, description="also feed y as input channels in the bridge form (always on for noise)"
     )
+    restore_temperature: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="scale of the source noise when restoring: 1 as in training, 0 starts at its mean (deterministic)",
+    )
     equal_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of rows with r = t")
     corner_fraction: float = Field(
         0.25, ge=0.0, le=1.0, description="share of rows at (r, t) = (0, 1), the 1-step query"

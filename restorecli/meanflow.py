@@ -39,11 +39,16 @@ def cond_channels(channels: int, objective: ObjectiveConfig) -> int:
     return channels if objective.source == "noise" or objective.condition_on_y else 0
 
 
-def draw_source(y: torch.Tensor, objective: ObjectiveConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Return the source s at t = 1: y + sigma * noise (bridge) or noise; regression starts at y."""
+def draw_source(
+    y: torch.Tensor, objective: ObjectiveConfig, generator: torch.Generator | None, temperature: float = 1.0
+) -> torch.Tensor:
+    """Return the source s at t = 1: y + sigma * noise (bridge) or noise; regression starts at y.
+
+    `temperature` scales the noise; 0 gives the mean of the source distribution.
+    """
     if objective.kind == "regression":
         return y
-    noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    noise = temperature * torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     if objective.source == "noise":
         return noise
     return y + objective.source_sigma * noise
@@ -170,17 +175,20 @@ def restore(
     objective: ObjectiveConfig,
     steps: int = 1,
     generator: torch.Generator | None = None,
+    temperature: float | None = None,
 ) -> torch.Tensor:
     """Run the sampler from the source of y (N, C, H, W) back to t = 0 in `steps` network calls.
 
     One step is x_hat = s - u(s, 0, 1). N steps walk the grid t_k = 1 - k / N with
     z <- z - (t_k - t_{k+1}) u(z, t_{k+1}, t_k). A regression model always takes one step.
+    The source noise is scaled by `temperature`, by default the objective's `restore_temperature`.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     n = y.shape[0]
     cond = condition(y, objective)
-    z = draw_source(y, objective, generator)  # (N, C, H, W)
+    scale = objective.restore_temperature if temperature is None else temperature
+    z = draw_source(y, objective, generator, scale)  # (N, C, H, W)
     grid = torch.linspace(1.0, 0.0, steps + 1, device=y.device, dtype=y.dtype)
 
     for k in range(steps):

@@ -86,6 +86,28 @@ def test_sampler_lands_on_single_point(source, steps):
     torch.testing.assert_close(x_hat, x0.expand_as(x_hat), rtol=0, atol=1e-10)
 
 
+class SourceRecorder(nn.Module):
+    """A network that predicts zero velocity, so that one restore step returns its source."""
+
+    def forward(self, z, r, t, cond=None):
+        return torch.zeros_like(z)
+
+
+@pytest.mark.parametrize("source", ["bridge", "noise"])
+def test_restore_temperature_scales_source_noise(source):
+    y = torch.full((2, 1, 8, 8), 0.25, dtype=torch.float64)
+    objective = ObjectiveConfig(source=source, source_sigma=0.5)
+    mean = y if source == "bridge" else torch.zeros_like(y)
+
+    full = restore(SourceRecorder(), y, objective, generator=torch.Generator().manual_seed(5))
+    half = restore(SourceRecorder(), y, objective, generator=torch.Generator().manual_seed(5), temperature=0.5)
+    cold = restore(SourceRecorder(), y, objective.model_copy(update={"restore_temperature": 0.0}))
+
+    torch.testing.assert_close(half - mean, 0.5 * (full - mean))
+    torch.testing.assert_close(cold, mean)
+    assert (full - mean).abs().max() > 0.1
+
+
 @pytest.mark.parametrize("source", ["bridge", "noise"])
 def test_exact_flow_has_zero_meanflow_error(source):
     torch.manual_seed(0)
