@@ -8,6 +8,7 @@ outside the masked square. The outputs stay in memory so that a picture grid can
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
@@ -90,6 +91,15 @@ class Evaluation:
 
     def output_of(self, method: MethodResult) -> np.ndarray:
         return self.outputs[(method.name, method.nfe)]
+
+
+def display_path(path: Path) -> str:
+    """Return `path` relative to the working folder when it lies inside it, so reports do not carry home folders."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def protocol_images(kind: str, limit: int | None = None) -> ProtocolImages:
@@ -175,7 +185,7 @@ def evaluate(
         protocol=mnist.PROTOCOL_NAME,
         noise=kind,
         n_images=len(images.clean),
-        checkpoint=str(restorer.checkpoint_path),
+        checkpoint=display_path(restorer.checkpoint_path),
         checkpoint_sha256=file_sha256(restorer.checkpoint_path),
         device=str(restorer.device),
         threads=torch.get_num_threads(),

@@ -240,7 +240,7 @@ def test_evaluate_report(tmp_path, tiny_checkpoint):
     assert report["protocol"] == "mnist5k-v1"
     assert report["noise"] == "salt-pepper"
     assert report["n_images"] == 500
-    assert Path(report["checkpoint"]) == Path(tiny_checkpoint)
+    assert Path(report["checkpoint"]).resolve() == Path(tiny_checkpoint).resolve()
 
     methods = report["methods"]
     assert {method["kind"] for method in methods} == {"model", "baseline", "input"}
