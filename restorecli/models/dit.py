@@ -130,9 +130,12 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         qk_norm: bool = True,
         time_scale: float = 1000.0,
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.channels = channels
+        # A second prediction head (e.g. improved MeanFlow's v next to u) stacks more output channels.
+        self.out_channels = channels if out_channels is None else out_channels
         self.cond_channels = cond_channels
         self.patch = patch
         self.dim = dim
@@ -141,7 +144,7 @@ class DiT(nn.Module):
         self.t_embed = TimeEmbedder(dim, scale=time_scale)
         self.gap_embed = TimeEmbedder(dim, scale=time_scale)  # embeds t - r
         self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
-        self.final = FinalLayer(dim, patch, channels)
+        self.final = FinalLayer(dim, patch, self.out_channels)
         self._positions: dict[tuple[int, int], torch.Tensor] = {}
         self.initialize_weights()
 
@@ -172,7 +175,7 @@ class DiT(nn.Module):
     def forward(
         self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """z (N, C, H, W), r and t (N,), cond (N, C_cond, H, W) or None; returns (N, C, H, W)."""
+        """z (N, C, H, W), r and t (N,), cond (N, C_cond, H, W) or None; returns (N, C_out, H, W)."""
         height, width = z.shape[-2:]
         p = self.patch
         pad_h, pad_w = (-height) % p, (-width) % p
@@ -191,6 +194,6 @@ class DiT(nn.Module):
         for block in self.blocks:
             tokens = block(tokens, c)  # (N, T, D)
 
-        out = self.final(tokens, c)  # (N, T, p*p*C)
+        out = self.final(tokens, c)  # (N, T, p*p*C_out)
         out = rearrange(out, "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=rows, w=cols, p1=p, p2=p)
-        return out[..., :height, :width]  # (N, C, H, W)
+        return out[..., :height, :width]  # (N, C_out, H, W)

@@ -18,8 +18,14 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
 
 
 def build_model(
-    preset: str, channels: int, cond_channels: int, qk_norm: bool = True, time_scale: float = 1000.0
+    preset: str,
+    channels: int,
+    cond_channels: int,
+    qk_norm: bool = True,
+    time_scale: float = 1000.0,
+    out_channels: int | None = None,
 ) -> nn.Module:
+    """Build the preset's network; `out_channels` defaults to `channels` (one prediction head)."""
     if preset not in PRESETS:
         raise UsageError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
     width, depth, heads, patch = PRESETS[preset]
@@ -32,6 +38,7 @@ def build_model(
         heads=heads,
         qk_norm=qk_norm,
         time_scale=time_scale,
+        out_channels=out_channels,
     )
 
 
