@@ -1,13 +1,19 @@
-"""Named size presets: "DiT-S/4" is width 128, depth 4, patch 4."""
+"""Named size presets of both backbones, e.g. "DiT-S/4" (width 128, depth 4, patch 4) and "UNet-S".
+
+"UNet-S" has about the parameter count of "DiT-S/4", and `restorecli presets` prints every count.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from torch import nn
 
 from restorecli.errors import UsageError
 from restorecli.models.dit import DiT
+from restorecli.models.unet import UNet
 
-# name -> (width, depth, heads, patch)
+# DiT presets: name -> (width, depth, heads, patch)
 PRESETS: dict[str, tuple[int, int, int, int]] = {
     "DiT-T/4": (32, 2, 2, 4),
     "DiT-S/4": (128, 4, 4, 4),
@@ -15,6 +21,26 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
     "DiT-B/4": (256, 6, 4, 4),
     "DiT-B/2": (256, 6, 4, 2),
 }
+
+
+class UNetPreset(NamedTuple):
+    """Size of a UNet preset, with fields named after the `UNet` constructor keywords they set."""
+
+    width: int
+    multipliers: tuple[int, ...]
+    blocks: int
+    heads: int
+
+
+UNET_PRESETS: dict[str, UNetPreset] = {
+    "UNet-T": UNetPreset(width=8, multipliers=(1, 2, 2), blocks=1, heads=2),
+    "UNet-S": UNetPreset(width=32, multipliers=(1, 2, 4), blocks=1, heads=4),
+}
+
+
+def preset_names() -> list[str]:
+    """Return every preset name, DiT presets first."""
+    return [*PRESETS, *UNET_PRESETS]
 
 
 def build_model(
@@ -26,8 +52,21 @@ def build_model(
     out_channels: int | None = None,
 ) -> nn.Module:
     """Build the preset's network; `out_channels` defaults to `channels` (one prediction head)."""
+    if preset in UNET_PRESETS:
+        size = UNET_PRESETS[preset]
+        return UNet(
+            channels=channels,
+            cond_channels=cond_channels,
+            width=size.width,
+            multipliers=size.multipliers,
+            blocks=size.blocks,
+            heads=size.heads,
+            qk_norm=qk_norm,
+            time_scale=time_scale,
+            out_channels=out_channels,
+        )
     if preset not in PRESETS:
-        raise UsageError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UsageError(f"unknown model preset {preset!r}; choose one of {', '.join(preset_names())}")
     width, depth, heads, patch = PRESETS[preset]
     return DiT(
         channels=channels,
@@ -52,4 +91,11 @@ def describe_presets(channels: int = 1) -> str:
     for name, (width, depth, heads, patch) in PRESETS.items():
         count = count_parameters(build_model(name, channels, 0))
         lines.append(f"{name}: width {width}, depth {depth}, {heads} heads, patch {patch}, {count / 1e6:.2f}M parameters")
+    for name, size in UNET_PRESETS.items():
+        count = count_parameters(build_model(name, channels, 0))
+        level_channels = "-".join(str(size.width * multiplier) for multiplier in size.multipliers)
+        blocks = f"{size.blocks} block" + ("s" if size.blocks != 1 else "")
+        lines.append(
+            f"{name}: channels {level_channels}, {blocks} per level, {size.heads} heads, {count / 1e6:.2f}M parameters"
+        )
     return "\n".join(lines)
