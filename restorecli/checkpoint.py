@@ -20,7 +20,7 @@ from torch import nn
 from restorecli.atomic import write_atomically
 from restorecli.config import Config, config_from_json
 from restorecli.errors import RestoreCliError
-from restorecli.meanflow import cond_channels
+from restorecli.meanflow import cond_channels, output_channels
 from restorecli.models import build_model
 
 FORMAT_NAME = "restorecli"
@@ -86,6 +86,7 @@ def model_for(config: Config) -> nn.Module:
         cond_channels=cond_channels(config.data.channels, config.objective),
         qk_norm=config.model.qk_norm,
         time_scale=config.model.time_scale,
+        out_channels=output_channels(config.data.channels, config.objective),
     )
 
 

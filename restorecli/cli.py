@@ -111,7 +111,7 @@ def train(
     config: ConfigOption = None,
     noise: NoiseOption = None,
     model: Annotated[Optional[str], typer.Option("--model", help="size preset, e.g. DiT-S/4 (1.32M parameters); `restorecli presets` lists all")] = None,
-    objective: Annotated[Optional[str], typer.Option("--objective", help="meanflow, or regression (the reference). Default: meanflow")] = None,
+    objective: Annotated[Optional[str], typer.Option("--objective", help="meanflow (average velocity, 1..N steps), imf (improved MeanFlow: extra v head), flow_matching (instantaneous velocity, N Euler steps), or regression (the reference). Default: meanflow")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="bridge (start from y plus noise) or noise. Default: bridge")] = None,
     steps: TrainStepsOption = None,
     batch_size: BatchOption = None,

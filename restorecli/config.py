@@ -39,8 +39,14 @@ class ModelConfig(Section):
 class ObjectiveConfig(Section):
     """Training target of the network and the distribution of its (t, r) pairs."""
 
-    kind: Literal["meanflow", "regression"] = Field(
-        "meanflow", description="meanflow, or regression (x_hat = f(y) by MSE: the reference)"
+    kind: Literal["meanflow", "imf", "flow_matching", "regression"] = Field(
+        "meanflow",
+        description=(
+            "meanflow (average velocity u by the MeanFlow identity, 1..N steps); imf (improved MeanFlow: "
+            "a second head predicts v, doubling the output channels, and u is trained so that "
+            "u + (t - r) du/dt matches v); flow_matching (instantaneous velocity only, r = t, N Euler steps); "
+            "or regression (x_hat = f(y) by MSE in one step: the reference)"
+        ),
     )
     source: Literal["bridge", "noise"] = Field(
         "bridge", description="bridge: start from y + source_sigma * noise; noise: start from pure noise"
@@ -53,9 +59,12 @@ class ObjectiveConfig(Section):
         1.0, ge=0.0, le=1.0,
         description="scale of the source noise when restoring: 1 as in training, 0 starts at its mean (deterministic)",
     )
-    equal_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of rows with r = t")
+    equal_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of rows with r = t (meanflow, imf; flow_matching ignores it)"
+    )
     corner_fraction: float = Field(
-        0.25, ge=0.0, le=1.0, description="share of rows at (r, t) = (0, 1), the 1-step query"
+        0.25, ge=0.0, le=1.0,
+        description="share of rows at (r, t) = (0, 1), the 1-step query (meanflow, imf; flow_matching ignores it)",
     )
     time_mu: float = Field(-0.4, description="logit-normal mean of the (t, r) draws")
     time_sigma: float = Field(1.0, gt=0.0, description="logit-normal standard deviation")

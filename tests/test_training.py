@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_cli
 from restorecli.checkpoint import load_checkpoint
 from restorecli.config import build_config
-from restorecli.data.images import write_png
+from restorecli.data.images import read_image, write_png
+from restorecli.meanflow import output_channels
+from restorecli.restoration import Restorer
 from restorecli.training import SilentMonitor, TrainingDiverged, train
 
 
@@ -103,3 +106,54 @@ def test_trains_on_rgb_image_folder(tmp_path):
 
     assert result.val_psnr_db is not None
     assert load_checkpoint(result.final_checkpoint).config.data.channels == 3
+
+
+@pytest.mark.parametrize("kind", ["meanflow", "imf", "flow_matching"])
+def test_objective_checkpoint_restores_by_cli(tmp_path, digit_png, kind):
+    config = build_config(None, {
+        "model": {"preset": "DiT-T/4"},
+        "objective": {"kind": kind},
+        "corruption": {"noise": "gaussian"},
+        "train": {"steps": 3, "batch_size": 8, "val_every": 3, "val_images": 16, "checkpoint_every": 3,
+                  "log_every": 1, "warmup_steps": 1, "run_dir": str(tmp_path / "run")},
+        "device": "cpu",
+    })
+
+    result = train(config)
+
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [line for line in lines if "loss" in line]
+    assert [line["step"] for line in losses] == [1, 2, 3]
+    assert all(np.isfinite(line["loss"]) and np.isfinite(line["mse"]) for line in losses)
+    checkpoint = load_checkpoint(result.final_checkpoint)
+    assert checkpoint.config.objective.kind == kind
+    # The last layer maps each 4x4 patch token to 16 values per output channel (imf: u and v per image channel).
+    assert checkpoint.tensors["model.final.linear.weight"].shape[0] == 16 * output_channels(1, config.objective)
+
+    restored_path = tmp_path / "restored.png"
+    restored = run_cli(
+        "restore", digit_png, restored_path, "--checkpoint", result.final_checkpoint, "--steps", "2", "--device", "cpu"
+    )
+
+    assert restored.returncode == 0, restored.output
+    restorer = Restorer.load(result.final_checkpoint, "cpu")
+    expected = restorer.restore_batch(read_image(digit_png)[None], steps=2, seed=0)[0]  # (1, 28, 28)
+    actual = read_image(restored_path)
+    assert actual.shape == (1, 28, 28)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1 / 255)  # the PNG stores 8 bits
+    assert np.abs(actual - read_image(digit_png)).max() > 1 / 255  # restoring changed the image
+
+
+def test_train_cli_objective_option(tmp_path):
+    config_file = tmp_path / "small.toml"
+    config_file.write_text("[train]\nval_images = 8\nwarmup_steps = 1\n", encoding="utf-8")
+    run_dir = tmp_path / "run"
+
+    result = run_cli(
+        "train", "--config", config_file, "--objective", "imf", "--model", "DiT-T/4", "--steps", "2",
+        "--batch-size", "4", "--noise", "gaussian", "--device", "cpu", "--run-dir", run_dir,
+    )
+
+    assert result.returncode == 0, result.output
+    assert json.loads((run_dir / "config.json").read_text())["objective"]["kind"] == "imf"
+    assert load_checkpoint(run_dir / "checkpoints" / "final.safetensors").config.objective.kind == "imf"
