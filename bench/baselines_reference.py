@@ -34,6 +34,7 @@ REFERENCE = {
         "gaussian-filter": (15.52, 0.603),
         "tv-chambolle": (15.93, 0.609),  # protocol v1: weight 0.1
         "nl-means": (17.04, 0.647),
+        "bm3d": (16.75, 0.646),
         "nl-means-stretch": (20.59, 0.880),
     },
     "salt-pepper": {

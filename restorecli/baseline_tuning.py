@@ -45,6 +45,8 @@ GRIDS: dict[tuple[str, str], dict[str, list[float]]] = {
     ("gaussian", "gaussian-filter"): {"sigma": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5]},
     ("gaussian", "tv-chambolle"): {"weight": TV_WEIGHTS},
     ("gaussian", "nl-means"): {"h": NL_MEANS_H},
+    # BM3D takes about 0.3 s per image, so its grid stays short.
+    ("gaussian", "bm3d"): {"sigma": [0.1, 0.15, 0.2]},
     ("gaussian", "nl-means-stretch"): {"h": NL_MEANS_H, "low": STRETCH_LOW, "high": STRETCH_HIGH},
     ("gaussian", "gaussian-filter-stretch-smoothing"): {
         "sigma": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
