@@ -110,7 +110,7 @@ ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue from RUN_
 def train(
     config: ConfigOption = None,
     noise: NoiseOption = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="size preset, e.g. DiT-S/4 (1.32M parameters); `restorecli presets` lists all")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="size preset: DiT-S/4 (transformer, 1.32M parameters), UNet-S (convolutional, 1.32M) and more; `restorecli presets` lists all")] = None,
     objective: Annotated[Optional[str], typer.Option("--objective", help="meanflow (average velocity, 1..N steps), imf (improved MeanFlow: extra v head), flow_matching (instantaneous velocity, N Euler steps), or regression (the reference). Default: meanflow")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="bridge (start from y plus noise) or noise. Default: bridge")] = None,
     steps: TrainStepsOption = None,

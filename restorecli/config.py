@@ -29,7 +29,7 @@ def _check_range(value: tuple[float, float], low: float, high: float, name: str)
 class ModelConfig(Section):
     """Network architecture; a checkpoint stores it so that it alone rebuilds the model."""
 
-    preset: str = Field("DiT-S/4", description="size preset, e.g. DiT-S/4 (see `restorecli train --help`)")
+    preset: str = Field("DiT-S/4", description="size preset, e.g. DiT-S/4 or UNet-S (`restorecli presets` lists all)")
     qk_norm: bool = Field(True, description="RMS-normalise queries and keys, which keeps the JVP bounded")
     time_scale: float = Field(
         1000.0, gt=0.0, description="times are multiplied by this before their sinusoidal embedding"
