@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from restorecli.checkpoint import load_checkpoint
+from restorecli.checkpoint import load_checkpoint, load_model
 from restorecli.config import build_config
 from restorecli.data.images import read_image, write_png
 from restorecli.meanflow import output_channels
@@ -108,10 +108,11 @@ def test_trains_on_rgb_image_folder(tmp_path):
     assert load_checkpoint(result.final_checkpoint).config.data.channels == 3
 
 
+@pytest.mark.parametrize("preset", ["DiT-T/4", "UNet-T"])
 @pytest.mark.parametrize("kind", ["meanflow", "imf", "flow_matching"])
-def test_objective_checkpoint_restores_by_cli(tmp_path, digit_png, kind):
+def test_objective_checkpoint_restores_by_cli(tmp_path, digit_png, preset, kind):
     config = build_config(None, {
-        "model": {"preset": "DiT-T/4"},
+        "model": {"preset": preset},
         "objective": {"kind": kind},
         "corruption": {"noise": "gaussian"},
         "train": {"steps": 3, "batch_size": 8, "val_every": 3, "val_images": 16, "checkpoint_every": 3,
@@ -127,8 +128,12 @@ def test_objective_checkpoint_restores_by_cli(tmp_path, digit_png, kind):
     assert all(np.isfinite(line["loss"]) and np.isfinite(line["mse"]) for line in losses)
     checkpoint = load_checkpoint(result.final_checkpoint)
     assert checkpoint.config.objective.kind == kind
-    # The last layer maps each 4x4 patch token to 16 values per output channel (imf: u and v per image channel).
-    assert checkpoint.tensors["model.final.linear.weight"].shape[0] == 16 * output_channels(1, config.objective)
+    assert checkpoint.config.model.preset == preset
+    # imf stacks u and v, so its network outputs two channels per image channel.
+    network = load_model(checkpoint, result.final_checkpoint)
+    with torch.no_grad():
+        output = network(torch.zeros(1, 1, 28, 28), torch.zeros(1), torch.ones(1))
+    assert output.shape == (1, output_channels(1, config.objective), 28, 28)
 
     restored_path = tmp_path / "restored.png"
     restored = run_cli(
