@@ -61,13 +61,17 @@ def report_table(reports: list[Report]) -> Table:
     caption = None
     if first.clean_digit_accuracy is not None:
         caption = f"digit accuracy on the clean images: {format_accuracy(first.clean_digit_accuracy)}"
+    kinds = "" if len(reports) > 1 else f" · {first.noise}"
     table = Table(
-        title=f"{first.protocol} · {first.n_images} test images · {first.device}, "
+        title=f"{first.protocol}{kinds} · {first.n_images} test images · {first.device}, "
         f"{first.threads} thread{'s' if first.threads != 1 else ''}, batch {first.batch_size}",
         caption=caption,
     )
-    for name in ("noise", "method", "kind"):
-        table.add_column(name)
+    several = len(reports) > 1
+    if several:
+        table.add_column("noise")
+    table.add_column("method", min_width=16)
+    table.add_column("kind")
     for name in ("NFE", "PSNR dB", "SSIM", "digit acc."):
         table.add_column(name, justify="right")
     if masks:
@@ -80,8 +84,8 @@ def report_table(reports: list[Report]) -> Table:
             table.add_section()
         best = max(method.psnr_db for method in report.methods)
         for method in report.methods:
-            cells = [
-                report.noise,
+            cells = [report.noise] if several else []
+            cells += [
                 method.name,
                 method_label(method),
                 format_cell(method.nfe, "d"),
