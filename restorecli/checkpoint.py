@@ -19,7 +19,7 @@ from torch import nn
 
 from restorecli.atomic import write_atomically
 from restorecli.config import Config, config_from_json
-from restorecli.errors import RestoreCliError
+from restorecli.errors import RestoreCliError, UsageError
 from restorecli.meanflow import cond_channels, output_channels
 from restorecli.models import build_model
 
@@ -79,15 +79,26 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def model_for(config: Config) -> nn.Module:
-    """Build the network a config describes, with freshly initialised weights."""
+    """Build the network a config describes, with freshly initialised weights.
+
+    A generator (`task` 'generate') takes no image condition, so it has no condition channels.
+    """
+    image_condition = 0 if config.task == "generate" else cond_channels(config.data.channels, config.objective)
     return build_model(
         config.model.preset,
         channels=config.data.channels,
-        cond_channels=cond_channels(config.data.channels, config.objective),
+        cond_channels=image_condition,
         qk_norm=config.model.qk_norm,
         time_scale=config.model.time_scale,
         out_channels=output_channels(config.data.channels, config.objective),
+        num_classes=config.model.num_classes,
     )
+
+
+def require_task(checkpoint: Checkpoint, path: Path, task: str, fix: str) -> None:
+    """Raise a one-line usage error when the checkpoint was trained for another task."""
+    if checkpoint.config.task != task:
+        raise UsageError(f"checkpoint {path} is a {checkpoint.config.task} model, not a {task} model; {fix}")
 
 
 def load_model(checkpoint: Checkpoint, path: Path) -> nn.Module:

@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 
 KINDS_HELP = "gaussian, salt-pepper, block, blur or mixed"
+RESTORER_FIX = "pass a restorer checkpoint (task 'restore'), or draw digits from a generator with `restorecli sample`"
 
 # Options that several commands share, defined once.
 ConfigOption = Annotated[
@@ -68,9 +69,10 @@ def _main(debug: DebugOption = False) -> None:
 
 
 def _training_overrides(
-    noise, steps, batch_size, lr, seed, run_dir, data, device, model=None, objective=None, source=None
+    noise, steps, batch_size, lr, seed, run_dir, data, device, model=None, objective=None, source=None, task=None
 ) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
+    _set(overrides, "task", task)
     _set(overrides, "corruption.noise", noise)
     _set(overrides, "train.steps", steps)
     _set(overrides, "train.batch_size", batch_size)
@@ -94,6 +96,10 @@ def _run_training(config, resume: bool, init_from: Path | None = None) -> None:
     console.print(f"weights:    {result.final_checkpoint}")
     if result.val_psnr_db is not None:
         console.print(f"validation PSNR (1 step, EMA weights): {result.val_psnr_db:.2f} dB")
+    if result.sample_accuracy is not None:
+        console.print(f"digit accuracy of 1-step samples (EMA weights): {result.sample_accuracy:.1%}")
+    if result.sample_grid is not None:
+        console.print(f"sample grid: {result.sample_grid}")
 
 
 NoiseOption = Annotated[Optional[str], typer.Option("--noise", help=f"corruption to train on: {KINDS_HELP}. Default: mixed")]
@@ -113,6 +119,7 @@ def train(
     model: Annotated[Optional[str], typer.Option("--model", help="size preset: DiT-S/4 (transformer, 1.32M parameters), UNet-S (convolutional, 1.32M) and more; `restorecli presets` lists all")] = None,
     objective: Annotated[Optional[str], typer.Option("--objective", help="meanflow (average velocity, 1..N steps), imf (improved MeanFlow: extra v head), flow_matching (instantaneous velocity, N Euler steps), or regression (the reference). Default: meanflow")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="bridge (start from y plus noise) or noise. Default: bridge")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="restore (a restorer of corrupted images) or generate (a class-conditional MNIST digit generator from noise, for `restorecli sample`). Default: restore")] = None,
     steps: TrainStepsOption = None,
     batch_size: BatchOption = None,
     lr: LrOption = None,
@@ -123,14 +130,16 @@ def train(
     resume: ResumeOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Train a restorer from scratch.
+    """Train a restorer (or, with --task generate, a digit generator) from scratch.
 
     Example: restorecli train --noise mixed --steps 2000 --run-dir runs/try1
     """
     _State.debug = _State.debug or debug
     from restorecli.config import build_config, read_config_file
 
-    overrides = _training_overrides(noise, steps, batch_size, lr, seed, run_dir, data, device, model, objective, source)
+    overrides = _training_overrides(
+        noise, steps, batch_size, lr, seed, run_dir, data, device, model, objective, source, task
+    )
     base = None
     if resume:
         # A resumed run keeps its saved config; the file and options given now override it.
@@ -264,6 +273,7 @@ def restore(
     grey model is converted with a notice. Example: restorecli restore noisy.png clean.png --steps 1
     """
     _State.debug = _State.debug or debug
+    from restorecli.checkpoint import require_task
     from restorecli.config import build_config
     from restorecli.console import console
     from restorecli.device import set_threads
@@ -272,6 +282,7 @@ def restore(
     resolved = build_config(config, {"device": device} if device else {})
     set_threads(resolved.threads)
     restorer = Restorer.load(checkpoint, resolved.device)
+    require_task(restorer.checkpoint, restorer.checkpoint_path, "restore", RESTORER_FIX)
     restorer.check_steps(steps)
     if source.is_dir():
         from restorecli.data.images import folder_pairs
@@ -284,6 +295,47 @@ def restore(
     for notice in restorer.restore_file(source, target, steps=steps, seed=seed, overwrite=overwrite):
         console.print(f"[yellow]note:[/] {notice}")
     console.print(f"restored {source} -> {target} ({steps} network evaluation{'s' if steps > 1 else ''})")
+
+
+# ----------------------------------------------------------------------------------------------
+# sample
+# ----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def sample(
+    target: Annotated[Path, typer.Argument(help="output PNG grid: one row per digit 0..9")],
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="generator checkpoint written by `restorecli train --task generate`. Example: --checkpoint gen.safetensors")
+    ],
+    guidance: Annotated[
+        Optional[float],
+        typer.Option("--guidance", help="classifier-free guidance scale (1 = none, larger = more typical digits). Default: the checkpoint's generate.sample_guidance, e.g. 2.0"),
+    ] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="samples per digit, the columns of the grid. Example: --per-class 8")] = 8,
+    steps: StepsOption = 1,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the source noise; the same seed gives the same grid. Example: --seed 3")] = 0,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    overwrite: OverwriteOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Draw digits from a class-conditional generator into a PNG grid, one row per digit.
+
+    Example: restorecli sample --checkpoint runs/gen/checkpoints/final.safetensors digits.png --guidance 2.0
+    """
+    _State.debug = _State.debug or debug
+    from restorecli.config import build_config
+    from restorecli.console import console
+    from restorecli.device import set_threads
+    from restorecli.sampling import DigitGenerator
+
+    resolved = build_config(config, {"device": device} if device else {})
+    set_threads(resolved.threads)
+    digit_generator = DigitGenerator.load(checkpoint, resolved.device)
+    for notice in digit_generator.write_grid(target, guidance, per_class, steps, seed, overwrite):
+        console.print(f"[yellow]note:[/] {notice}")
+    console.print(f"wrote {per_class} sample(s) per class to {target} ({steps} network evaluation(s) each)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,6 +378,7 @@ def evaluate(
     Example: restorecli evaluate --noise all --steps 1,2,4 --grid g.png --report r.json
     """
     _State.debug = _State.debug or debug
+    from restorecli.checkpoint import require_task
     from restorecli.classifier import load_classifier
     from restorecli.config import build_config
     from restorecli.console import confusion_lines, console, report_table
@@ -350,6 +403,7 @@ def evaluate(
     resolved = build_config(config, {"device": device} if device else {})
     set_threads(resolved.threads)
     restorer = Restorer.load(checkpoint, resolved.device)
+    require_task(restorer.checkpoint, restorer.checkpoint_path, "restore", RESTORER_FIX)
     if restorer.channels != 1:
         raise UsageError(f"{restorer.checkpoint_path} restores {restorer.channels}-channel images; the protocol is 1-channel MNIST")
     for count in step_counts:

@@ -34,6 +34,13 @@ class ModelConfig(Section):
     time_scale: float = Field(
         1000.0, gt=0.0, description="times are multiplied by this before their sinusoidal embedding"
     )
+    num_classes: int = Field(
+        0, ge=0, le=100_000,
+        description=(
+            "class labels the network embeds, plus one null class at index num_classes; "
+            "0 means no label input (restorers). task = 'generate' sets 10, the MNIST digits"
+        ),
+    )
 
 
 class ObjectiveConfig(Section):
@@ -141,6 +148,27 @@ class DataConfig(Section):
         return value
 
 
+class GenerateConfig(Section):
+    """Class-conditional generator settings, used when `task` is 'generate'."""
+
+    label_dropout: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="share of training rows whose label is replaced by the null class (classifier-free guidance)",
+    )
+    guidance_range: tuple[float, float] = Field(
+        (1.0, 4.0),
+        description="guidance scale drawn uniformly per training row; equal ends train one fixed scale",
+    )
+    sample_guidance: float = Field(
+        2.0, gt=0.0, description="guidance scale `restorecli sample` and the validation samples use"
+    )
+
+    @field_validator("guidance_range")
+    @classmethod
+    def _guidance(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(value, 0.0, 100.0, "guidance_range")
+
+
 class TrainConfig(Section):
     """Optimisation, logging and checkpoint schedule."""
 
@@ -152,24 +180,72 @@ class TrainConfig(Section):
     min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0, description="final learning rate / peak")
     grad_clip: float = Field(1.0, gt=0.0, description="gradient norm clip")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA decay per step")
-    val_every: int = Field(1000, ge=1, description="steps between validation PSNR checks")
-    val_images: int = Field(450, ge=1, description="validation images per check")
+    val_every: int = Field(
+        1000, ge=1, description="steps between validation checks: PSNR, or for task 'generate' a sample grid"
+    )
+    val_images: int = Field(
+        450, ge=1, description="validation images per check (generate: samples, rounded up to a multiple of 10)"
+    )
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
     log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
     seed: int = Field(0, description="seed of every random draw in the run")
     run_dir: str = Field("runs/default", description="run folder for config, metrics and checkpoints")
 
 
-class Config(Section):
-    """Everything a run needs; saved as JSON in each run folder and checkpoint."""
+# MNIST has the ten digits 0..9 as classes; a generator's null class is index 10.
+MNIST_CLASSES = 10
 
+
+class Config(Section):
+    """Everything a run needs; saved as JSON in each run folder and checkpoint.
+
+    `task` chooses what `restorecli train` builds: a restorer of corrupted images ('restore') or a
+    class-conditional generator of MNIST digits from noise ('generate'), with the `generate` section.
+    """
+
+    task: Literal["restore", "generate"] = Field(
+        "restore",
+        description=(
+            "restore: map corrupted images to clean ones; generate: class-conditional generator from "
+            "noise (MNIST labels, no image condition; objective meanflow or flow_matching)"
+        ),
+    )
     model: ModelConfig = ModelConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     corruption: CorruptionConfig = CorruptionConfig()
     data: DataConfig = DataConfig()
+    generate: GenerateConfig = GenerateConfig()
     train: TrainConfig = TrainConfig()
     device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generator_defaults(cls, data: Any) -> Any:
+        """Fill in what a generator implies unless set: 10 classes and the noise source."""
+        if not isinstance(data, dict) or data.get("task") != "generate":
+            return data
+        data = dict(data)
+        for section, key, value in (("model", "num_classes", MNIST_CLASSES), ("objective", "source", "noise")):
+            if isinstance(data.get(section, {}), dict):
+                data[section] = {key: value, **data.get(section, {})}
+        return data
+
+    @model_validator(mode="after")
+    def _generator_fits(self) -> "Config":
+        if self.task != "generate":
+            return self
+        if self.objective.kind not in ("meanflow", "flow_matching"):
+            raise ValueError(
+                f"task 'generate' trains objective meanflow or flow_matching, not {self.objective.kind!r}"
+            )
+        if self.objective.source != "noise" or self.objective.condition_on_y:
+            raise ValueError("task 'generate' starts from noise with no image condition; remove objective.source and condition_on_y")
+        if self.data.source != "mnist" or self.model.num_classes != MNIST_CLASSES:
+            raise ValueError(
+                f"task 'generate' needs labelled data: data.source 'mnist' with model.num_classes = {MNIST_CLASSES}"
+            )
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -5,6 +5,11 @@ identity; `imf` (improved MeanFlow) adds a v head and trains u through the compo
 `flow_matching` trains only the instantaneous velocity (r = t everywhere); `regression` is the
 one-step reference x_hat = y - f(y).
 
+Class-conditional generation (`task = "generate"`) uses the meanflow or flow_matching objective with
+the source s = noise, no image condition, class labels with dropout to a null class, and the
+guided velocity of `guided_velocity` in place of v (classifier-free guidance with the guidance
+scale as a network input). `generate` is its sampler.
+
 Time convention (no other module encodes it): t = 0 is the clean image x, t = 1 is the
 source s (y + source noise for the bridge, pure noise otherwise). The path is z_t = (1 - t) x + t s
 with velocity v = s - x, and u(z, r, t) is the average velocity from time t back to time r <= t,
@@ -20,13 +25,64 @@ import torch
 from torch import nn
 from torch.func import jvp
 
-from restorecli.config import ObjectiveConfig
+from restorecli.config import GenerateConfig, ObjectiveConfig
 
 
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # scalar, what is minimised
     mse: torch.Tensor  # scalar, unweighted mean squared error of the prediction, for logging
+
+
+@dataclass
+class ClassCondition:
+    """Class inputs of a generator batch: labels after dropout, guidance scales and the null class."""
+
+    labels: torch.Tensor  # (N,) long, `null_class` on label-dropped rows
+    guidance: torch.Tensor  # (N,) float, the guidance scale omega of each row
+    null_class: int
+
+    @property
+    def conditional(self) -> torch.Tensor:
+        """Rows that keep their label, (N,) bool."""
+        return self.labels != self.null_class
+
+    def rows(self, index: torch.Tensor) -> "ClassCondition":
+        return ClassCondition(self.labels[index], self.guidance[index], self.null_class)
+
+    def unconditional(self) -> "ClassCondition":
+        """Return a copy with the same guidance scales and every label set to the null class."""
+        return ClassCondition(torch.full_like(self.labels, self.null_class), self.guidance, self.null_class)
+
+
+def draw_class_condition(
+    labels: torch.Tensor, settings: GenerateConfig, null_class: int, generator: torch.Generator | None
+) -> ClassCondition:
+    """Drop a share `label_dropout` of the labels (N,) to the null class and draw a guidance scale per row.
+
+    The scale is uniform on `guidance_range`. Label-dropped rows get a scale too, because the
+    network is queried unconditionally at the scale of the conditional row it guides.
+    """
+    n = labels.shape[0]
+    dropped = torch.rand((n,), generator=generator, device=labels.device) < settings.label_dropout  # (N,)
+    low, high = settings.guidance_range
+    guidance = low + (high - low) * torch.rand((n,), generator=generator, device=labels.device)  # (N,)
+    null = torch.full_like(labels, null_class)
+    return ClassCondition(torch.where(dropped, null, labels), guidance, null_class)
+
+
+def _forward(
+    model: nn.Module,
+    z: torch.Tensor,
+    r: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor | None,
+    classes: ClassCondition | None,
+) -> torch.Tensor:
+    """Call the network, passing labels and guidance only when there are some, so restorers keep their call."""
+    if classes is None:
+        return model(z, r, t, cond)
+    return model(z, r, t, cond, labels=classes.labels, guidance=classes.guidance)
 
 
 def condition(y: torch.Tensor, objective: ObjectiveConfig) -> torch.Tensor | None:
@@ -109,9 +165,10 @@ def average_velocity(
     t: torch.Tensor,
     cond: torch.Tensor | None,
     objective: ObjectiveConfig,
+    classes: ClassCondition | None = None,
 ) -> torch.Tensor:
-    """Evaluate u(z, r, t | cond), (N, C, H, W): the u head for `imf`, the whole output otherwise."""
-    output = model(z, r, t, cond)
+    """Evaluate u(z, r, t | cond, classes), (N, C, H, W): the u head for `imf`, the whole output otherwise."""
+    output = _forward(model, z, r, t, cond, classes)
     if objective.kind == "imf":
         return split_heads(output, z.shape[1])[0]
     return output
@@ -131,16 +188,21 @@ def time_derivative(
     t: torch.Tensor,
     v: torch.Tensor,
     cond: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return the total derivative d/dt = (∂/∂z) v + ∂/∂t of the network output by one forward-mode JVP.
 
-    The tangent is (v, 0, 1) on (z, r, t); the condition is closed over, so it gets no tangent.
+    The tangent is (v, 0, 1) on (z, r, t). The condition, the class labels and the guidance scale
+    are closed over, so they get no tangent.
     `v` is the conditional velocity for `meanflow` and the v head's prediction for `imf`. The
     result has the output's channels, so for `imf` the caller takes the u head with `split_heads`.
     """
 
     def u_of(z_in: torch.Tensor, r_in: torch.Tensor, t_in: torch.Tensor) -> torch.Tensor:
-        return model(z_in, r_in, t_in, cond)
+        if labels is None and guidance is None:
+            return model(z_in, r_in, t_in, cond)
+        return model(z_in, r_in, t_in, cond, labels=labels, guidance=guidance)
 
     _, dudt = jvp(u_of, (z, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
     return dudt  # (N, C_out, H, W)
@@ -155,6 +217,7 @@ class _PathBatch:
     t: torch.Tensor  # (N,)
     z: torch.Tensor  # (N, C, H, W)
     v: torch.Tensor  # (N, C, H, W)
+    classes: ClassCondition | None = None
 
     @property
     def gap(self) -> torch.Tensor:
@@ -162,15 +225,58 @@ class _PathBatch:
 
 
 def _path_batch(
-    x: torch.Tensor, y: torch.Tensor, objective: ObjectiveConfig, generator: torch.Generator | None
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    objective: ObjectiveConfig,
+    generator: torch.Generator | None,
+    classes: ClassCondition | None = None,
 ) -> _PathBatch:
-    """Sample (r, t) and the source, then build z_t = (1 - t) x + t s and v = s - x."""
-    cond = condition(y, objective)
+    """Sample (r, t) and the source, then build z_t = (1 - t) x + t s and v = s - x.
+
+    Without y (generation) the source is pure noise and there is no image condition.
+    """
+    cond = None if y is None else condition(y, objective)
     r, t = sample_times(x.shape[0], objective, generator, x.device)  # (N,), (N,)
-    s = draw_source(y, objective, generator)  # (N, C, H, W)
+    if y is None:
+        s = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)  # (N, C, H, W)
+    else:
+        s = draw_source(y, objective, generator)  # (N, C, H, W)
     t_img = t[:, None, None, None]
     z = (1 - t_img) * x + t_img * s  # (N, C, H, W)
-    return _PathBatch(cond=cond, r=r, t=t, z=z, v=s - x)
+    return _PathBatch(cond=cond, r=r, t=t, z=z, v=s - x, classes=classes)
+
+
+@torch.no_grad()
+def guided_velocity(
+    model: nn.Module,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    v: torch.Tensor,
+    classes: ClassCondition,
+    cond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Return the classifier-free guided velocity (N, C, H, W) that replaces v in the target.
+
+    With omega the row's guidance scale, c its label and sg the stop-gradient,
+
+        v_g = omega * v + (1 - omega) * sg(u(z_t, t, t | null class, omega))   if c != null class
+        v_g = v                                                                 if c == null class
+
+    following the classifier-free guidance of MeanFlow (Geng et al. 2025, arXiv 2505.13447), with
+    omega also a network input so that one model serves every scale. u(z_t, t, t) is the
+    network's own unconditional instantaneous velocity. The network runs on the conditional rows
+    only, without gradient.
+    """
+    guided = v.clone()
+    rows = classes.conditional.nonzero().squeeze(1)
+    if len(rows) == 0:
+        return guided
+    sub_cond = None if cond is None else cond[rows]
+    t_rows = t[rows]
+    unconditional = _forward(model, z[rows], t_rows, t_rows, sub_cond, classes.rows(rows).unconditional())
+    omega = classes.guidance[rows].to(v.dtype)[:, None, None, None]  # (N_cond, 1, 1, 1)
+    mixed = omega * v[rows] + (1 - omega) * unconditional.to(v.dtype)  # (N_cond, C, H, W)
+    return guided.index_copy(0, rows, mixed)
 
 
 def _derivative_on_moving_rows(
@@ -185,9 +291,13 @@ def _derivative_on_moving_rows(
     moving = ((batch.t - batch.r) > 0).nonzero().squeeze(1)
     if len(moving):
         sub_cond = None if batch.cond is None else batch.cond[moving]
+        class_inputs = {}
+        if batch.classes is not None:
+            class_inputs = {"labels": batch.classes.labels[moving], "guidance": batch.classes.guidance[moving]}
         with torch.no_grad():
             rows = time_derivative(
-                jvp_model, batch.z[moving], batch.r[moving], batch.t[moving], tangent[moving], sub_cond
+                jvp_model, batch.z[moving], batch.r[moving], batch.t[moving], tangent[moving], sub_cond,
+                **class_inputs,
             )
         dudt = dudt.index_copy(0, moving, rows.to(dudt.dtype))
     return dudt
@@ -196,30 +306,38 @@ def _derivative_on_moving_rows(
 def meanflow_loss(
     model: nn.Module,
     x: torch.Tensor,
-    y: torch.Tensor,
+    y: torch.Tensor | None,
     objective: ObjectiveConfig,
     generator: torch.Generator | None = None,
     jvp_model: nn.Module | None = None,
+    classes: ClassCondition | None = None,
 ) -> LossOutput:
     """MeanFlow loss on a batch of clean x and corrupted y, both (N, C, H, W) in [-1, 1].
 
     `jvp_model` is the module the JVP runs through, by default `model`. Under DDP it is the inner
     module: the JVP only builds the stop-gradient target, so gradients (and their all-reduce) come
-    from the ordinary forward pass through the DDP wrapper.
+    from the ordinary forward pass through the DDP wrapper. For a class-conditional generator, y is
+    None (the source is noise) and `classes` holds the labels and guidance scales. The velocity in
+    the target and the JVP tangent is then the guided velocity v_g of `guided_velocity`.
     """
+    inner = model if jvp_model is None else jvp_model
+
     # 1. Sample (r, t) and build the path point z_t and its velocity v.
-    batch = _path_batch(x, y, objective, generator)
+    batch = _path_batch(x, y, objective, generator, classes)
 
     # 2. Predict u on every row, with gradients.
-    u = model(batch.z, batch.r, batch.t, batch.cond)  # (N, C, H, W)
+    u = _forward(model, batch.z, batch.r, batch.t, batch.cond, classes)  # (N, C, H, W)
 
-    # 3. du/dt along the path with tangent (v, 0, 1).
-    dudt = _derivative_on_moving_rows(model if jvp_model is None else jvp_model, u, batch, batch.v)
+    # 3. The velocity the target uses: v, or the guided v_g for a class-conditional generator.
+    velocity = batch.v if classes is None else guided_velocity(inner, batch.z, batch.t, batch.v, classes, batch.cond)
 
-    # 4. Stop-gradient target from the MeanFlow identity u = v - (t - r) du/dt.
-    target = (batch.v - batch.gap * dudt).detach()  # (N, C, H, W)
+    # 4. du/dt along the path with tangent (velocity, 0, 1).
+    dudt = _derivative_on_moving_rows(inner, u, batch, velocity)
 
-    # 5. Adaptive L2.
+    # 5. Stop-gradient target from the MeanFlow identity u = v - (t - r) du/dt.
+    target = (velocity - batch.gap * dudt).detach()  # (N, C, H, W)
+
+    # 6. Adaptive L2.
     return _adaptive((u.float() - target.float()) ** 2, objective)
 
 
@@ -272,18 +390,26 @@ def imf_loss(
 def flow_matching_loss(
     model: nn.Module,
     x: torch.Tensor,
-    y: torch.Tensor,
+    y: torch.Tensor | None,
     objective: ObjectiveConfig,
     generator: torch.Generator | None = None,
+    jvp_model: nn.Module | None = None,
+    classes: ClassCondition | None = None,
 ) -> LossOutput:
     """Flow matching on clean x and corrupted y, (N, C, H, W) in [-1, 1]: u(z_t, t, t) regresses onto v.
 
-    `sample_times` gives r = t on every row, so no JVP runs and the target is v itself. The
-    reduction and the adaptive weight are those of `meanflow_loss`.
+    `sample_times` gives r = t on every row, so no JVP runs and the target is v itself, or for a
+    class-conditional generator (y None, `classes` given) the guided v_g of `guided_velocity`,
+    computed through `jvp_model` as in `meanflow_loss`. The reduction and the adaptive weight are
+    those of `meanflow_loss`.
     """
-    batch = _path_batch(x, y, objective, generator)
-    velocity = model(batch.z, batch.r, batch.t, batch.cond)  # (N, C, H, W)
-    return _adaptive((velocity.float() - batch.v.float()) ** 2, objective)
+    batch = _path_batch(x, y, objective, generator, classes)
+    velocity = _forward(model, batch.z, batch.r, batch.t, batch.cond, classes)  # (N, C, H, W)
+    target = batch.v
+    if classes is not None:
+        inner = model if jvp_model is None else jvp_model
+        target = guided_velocity(inner, batch.z, batch.t, batch.v, classes, batch.cond)
+    return _adaptive((velocity.float() - target.float()) ** 2, objective)
 
 
 def regression_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossOutput:
@@ -302,15 +428,21 @@ def training_loss(
     objective: ObjectiveConfig,
     generator: torch.Generator | None,
     jvp_model: nn.Module | None = None,
+    classes: ClassCondition | None = None,
 ) -> LossOutput:
-    """Compute the loss of `objective.kind` on clean x and corrupted y, (N, C, H, W) in [-1, 1]."""
+    """Compute the loss of `objective.kind` on clean x and corrupted y, (N, C, H, W) in [-1, 1].
+
+    A class-conditional generator passes y = None and `classes`; it trains meanflow or flow_matching.
+    """
+    if classes is not None and objective.kind not in ("meanflow", "flow_matching"):
+        raise ValueError(f"class-conditional training supports meanflow and flow_matching, not {objective.kind!r}")
     if objective.kind == "regression":
         return regression_loss(model, x, y)
     if objective.kind == "flow_matching":
-        return flow_matching_loss(model, x, y, objective, generator)
+        return flow_matching_loss(model, x, y, objective, generator, jvp_model, classes)
     if objective.kind == "imf":
         return imf_loss(model, x, y, objective, generator, jvp_model)
-    return meanflow_loss(model, x, y, objective, generator, jvp_model)
+    return meanflow_loss(model, x, y, objective, generator, jvp_model, classes)
 
 
 @torch.no_grad()
@@ -332,15 +464,50 @@ def restore(
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    n = y.shape[0]
     cond = condition(y, objective)
     scale = objective.restore_temperature if temperature is None else temperature
     z = draw_source(y, objective, generator, scale)  # (N, C, H, W)
-    grid = torch.linspace(1.0, 0.0, steps + 1, device=y.device, dtype=y.dtype)
+    return _integrate(model, z, cond, objective, steps)
 
+
+def _integrate(
+    model: nn.Module,
+    z: torch.Tensor,
+    cond: torch.Tensor | None,
+    objective: ObjectiveConfig,
+    steps: int,
+    classes: ClassCondition | None = None,
+) -> torch.Tensor:
+    """Walk z (N, C, H, W) from t = 1 to t = 0 on the grid t_k = 1 - k / steps."""
+    n = z.shape[0]
+    grid = torch.linspace(1.0, 0.0, steps + 1, device=z.device, dtype=z.dtype)
     for k in range(steps):
         t = grid[k].expand(n)  # (N,)
         r = t if objective.kind == "flow_matching" else grid[k + 1].expand(n)  # (N,)
-        u = average_velocity(model, z, r, t, cond, objective)  # (N, C, H, W)
+        u = average_velocity(model, z, r, t, cond, objective, classes)  # (N, C, H, W)
         z = z - (grid[k] - grid[k + 1]) * u.to(z.dtype)
     return z
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    labels: torch.Tensor,
+    guidance: float,
+    image_shape: tuple[int, int, int],
+    objective: ObjectiveConfig,
+    null_class: int,
+    steps: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Generate one image (N, C, H, W) in [-1, 1] per label (N,) from noise at guidance scale `guidance`.
+
+    The guidance scale is a network input, so each step is one network call. The sampler is that
+    of `restore`, started from pure noise with no image condition.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    n = labels.shape[0]
+    z = torch.randn((n, *image_shape), generator=generator, device=labels.device)  # (N, C, H, W)
+    scales = torch.full((n,), float(guidance), device=labels.device)  # (N,)
+    return _integrate(model, z, None, objective, steps, ClassCondition(labels, scales, null_class))

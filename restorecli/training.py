@@ -20,18 +20,21 @@ import torch
 from torch import nn
 
 from restorecli.checkpoint import Checkpoint, load_checkpoint, model_for, save_checkpoint
+from restorecli.classifier import load_classifier
 from restorecli.config import Config
 from restorecli.corruptions import corrupt_batch, protocol_corrupt
 from restorecli.data import mnist
 from restorecli.data.folder import ImageFolder, split_folder
+from restorecli.data.images import write_png
 from restorecli.device import autocast, set_threads
 from restorecli.distributed import DistributedContext
 from restorecli.errors import RestoreCliError, UsageError
-from restorecli.meanflow import restore, training_loss
+from restorecli.meanflow import draw_class_condition, restore, training_loss
 from restorecli.metrics import psnr
 from restorecli.models import count_parameters
 from restorecli.normalize import to_image, to_network
 from restorecli.plots import plot_training_curves
+from restorecli.sampling import class_grid, sample_by_class
 
 
 class Monitor(Protocol):
@@ -60,7 +63,10 @@ class TrainingDiverged(RestoreCliError):
 
 
 class TrainingData:
-    """Clean training batches and a fixed corrupted validation set, from MNIST or a folder."""
+    """Clean training batches and a fixed corrupted validation set, from MNIST or a folder.
+
+    MNIST also provides the digit label of every training image, for generator training.
+    """
 
     def __init__(self, config: Config) -> None:
         source = config.data.source
@@ -78,6 +84,7 @@ class TrainingData:
             validation = mnist.load_validation_split()
             self.folder = None
             self.train_images = train.images  # (4000, 1, 28, 28)
+            self.train_labels = train.labels  # (4000,) digits 0..9
             # Validation uses the protocol's evaluation-level corruption of the trained kind.
             clean = validation.images[:val_count]
             noisy = [protocol_corrupt(image, spec.kind, int(row))[0] for image, row in zip(clean, validation.rows)]
@@ -87,6 +94,7 @@ class TrainingData:
             folder = ImageFolder(Path(source), config.data.channels, config.data.image_size)
             train_rows, val_rows = split_folder(folder)
             self.folder, self.train_rows = folder, train_rows
+            self.train_labels = None
             rng = np.random.default_rng([config.train.seed, 7])
             clean = folder.sample(val_rows[:val_count], rng)
             self.val_clean = clean
@@ -97,15 +105,19 @@ class TrainingData:
         self.seed = config.train.seed
         self.batch_size = config.train.batch_size
 
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return clean and corrupted batches (B, C, H, W) for `step`, the same on every resume."""
+    def _indices(self, step: int) -> np.ndarray:
+        """Return the training rows (B,) of `step`, the same on every resume."""
         per_epoch = max(1, self.size // self.batch_size)
         epoch, position = divmod(step, per_epoch)
         order = np.random.default_rng([self.seed, epoch, 1]).permutation(self.size)
         indices = order[position * self.batch_size : (position + 1) * self.batch_size]
         if len(indices) < self.batch_size:  # fewer images than one batch: draw with replacement
             indices = np.random.default_rng([self.seed, step, 3]).integers(0, self.size, self.batch_size)
+        return indices
 
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return clean and corrupted batches (B, C, H, W) for `step`, the same on every resume."""
+        indices = self._indices(step)
         rng = np.random.default_rng([self.seed, step, 2])
         if self.folder is None:
             clean = self.train_images[indices]
@@ -113,6 +125,13 @@ class TrainingData:
             clean = self.folder.sample(self.train_rows[indices], rng)
         noisy, _ = corrupt_batch(clean, self.spec, rng)
         return clean, noisy
+
+    def labelled_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the clean images (B, C, H, W) of `step` and their labels (B,), with no corruption."""
+        if self.train_labels is None:
+            raise UsageError("image folders have no class labels; generator training needs data.source 'mnist'")
+        indices = self._indices(step)
+        return self.train_images[indices], self.train_labels[indices]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,6 +185,27 @@ def validation_psnr(model: nn.Module, data: TrainingData, config: Config, device
     return float(psnr(data.val_clean, np.concatenate(restored)).mean())
 
 
+# Validation grids show at most this many samples per class; the accuracy uses all of them.
+VALIDATION_GRID_COLUMNS = 8
+
+
+@torch.no_grad()
+def validation_samples(model: nn.Module, config: Config, device: torch.device, grid_path: Path) -> float:
+    """Sample a generator at `generate.sample_guidance` in 1 step, write a class grid, return digit accuracy.
+
+    About `train.val_images` samples are drawn, the same number per class. The accuracy is the share
+    that the shipped digit classifier assigns to the requested class, in [0, 1].
+    """
+    per_class = max(1, math.ceil(config.train.val_images / config.model.num_classes))
+    images, labels = sample_by_class(
+        model, config, per_class, config.generate.sample_guidance, steps=1, seed=config.train.seed + 99, device=device
+    )
+    grid_path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(grid_path, class_grid(images, per_class, VALIDATION_GRID_COLUMNS))
+    predicted = load_classifier(device=str(device)).predict(images)  # (N,)
+    return float((predicted == labels).mean())
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
@@ -179,6 +219,8 @@ class TrainingResult:
     val_psnr_db: float | None
     parameters: int
     seconds: float
+    sample_accuracy: float | None = None  # generators only: digit accuracy of the last validation samples
+    sample_grid: Path | None = None  # generators only: the last validation sample grid
 
 
 @dataclass
@@ -201,6 +243,9 @@ class RunPaths:
     def curves(self) -> Path:
         return self.run_dir / "curves.png"
 
+    def sample_grid(self, step: int) -> Path:
+        return self.run_dir / "samples" / f"step-{step:06d}.png"
+
 
 def read_metrics(path: Path) -> list[dict]:
     """Read the records of a metrics.jsonl file, one JSON object per line."""
@@ -222,6 +267,7 @@ def _check_resume_fits(checkpoint: Checkpoint, config: Config, path: Path) -> No
     """Reject a resume whose config changes what the saved weights are."""
     saved = checkpoint.config
     for name, before, after in (
+        ("task", saved.task, config.task),
         ("model", saved.model, config.model),
         ("objective", saved.objective, config.objective),
         ("data.channels", saved.data.channels, config.data.channels),
@@ -245,7 +291,13 @@ def _load_initial_weights(model: nn.Module, init_from: Path) -> None:
 
 
 def _training_checkpoint(
-    config: Config, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer, step: int, val_psnr: float | None
+    config: Config,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    val_psnr: float | None,
+    sample_accuracy: float | None = None,
 ) -> Checkpoint:
     """Everything `--resume` needs: EMA and raw weights, AdamW moments, step and RNG state."""
     tensors = {f"model.{k}": v for k, v in ema.state_dict().items()}
@@ -253,7 +305,9 @@ def _training_checkpoint(
     optim_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     tensors["train.rng.cpu"] = torch.get_rng_state()
-    meta = {"step": step, "val_psnr_db": val_psnr, "param_groups": groups, "kind": "training"}
+    meta = {"step": step, "val_psnr_db": val_psnr, "param_groups": groups, "kind": "training", "task": config.task}
+    if config.task == "generate":
+        meta["sample_accuracy"] = sample_accuracy
     return Checkpoint(tensors=tensors, config=config, meta=meta)
 
 
@@ -262,6 +316,9 @@ def train(
 ) -> TrainingResult:
     """Train a restorer as `config` specifies, optionally from a checkpoint's weights; write the run folder.
 
+    With `task` 'generate' it trains a class-conditional generator instead: noise source, MNIST
+    labels with dropout to the null class, a guidance scale per row, and validation by sample grids
+    and their digit accuracy in place of PSNR.
     Under torchrun every process runs this function; only rank 0 writes files and reports progress.
     """
     paths = RunPaths(Path(config.train.run_dir))
@@ -287,6 +344,9 @@ def train(
     # Setup: resume or start the run folder.
     start_step = 0
     val_psnr: float | None = None
+    generating = config.task == "generate"
+    sample_accuracy: float | None = None
+    sample_grid: Path | None = None
     if resume:
         checkpoint = load_checkpoint(paths.last)
         _check_resume_fits(checkpoint, config, paths.last)
@@ -296,6 +356,7 @@ def train(
         start_step = int(checkpoint.meta["step"])
         torch.set_rng_state(checkpoint.tensors["train.rng.cpu"])
         val_psnr = checkpoint.meta.get("val_psnr_db")
+        sample_accuracy = checkpoint.meta.get("sample_accuracy")
     trained = context.wrap(model)  # the module gradients flow through
     if context.is_main:
         paths.run_dir.mkdir(parents=True, exist_ok=True)
@@ -313,10 +374,19 @@ def train(
     try:
         for step in range(start_step, config.train.steps):
             # 1. Batch: this process's slice of the step's clean and corrupted images, in network space.
-            clean, noisy = data.batch(step)
-            x = context.shard(to_network(torch.from_numpy(clean).to(device)))  # (B, C, H, W)
-            y = context.shard(to_network(torch.from_numpy(noisy).to(device)))  # (B, C, H, W)
+            #    A generator gets labels (some dropped to the null class) and guidance scales instead of y.
             generator.manual_seed(config.train.seed * 1_000_003 + step + 7_919 * context.rank)
+            classes = None
+            if generating:
+                clean, digits = data.labelled_batch(step)
+                x = context.shard(to_network(torch.from_numpy(clean).to(device)))  # (B, C, H, W)
+                labels = context.shard(torch.from_numpy(digits).to(device))  # (B,)
+                classes = draw_class_condition(labels, config.generate, config.model.num_classes, generator)
+                y = None
+            else:
+                clean, noisy = data.batch(step)
+                x = context.shard(to_network(torch.from_numpy(clean).to(device)))  # (B, C, H, W)
+                y = context.shard(to_network(torch.from_numpy(noisy).to(device)))  # (B, C, H, W)
 
             # 2. Loss and a clipped optimiser step at the scheduled learning rate.
             learning_rate = config.train.lr * learning_rate_factor(step, config)
@@ -324,7 +394,7 @@ def train(
                 group["lr"] = learning_rate
             model.train()
             with autocast(device):
-                output = training_loss(trained, x, y, config.objective, generator, jvp_model=model)
+                output = training_loss(trained, x, y, config.objective, generator, jvp_model=model, classes=classes)
             if not torch.isfinite(output.loss):
                 raise TrainingDiverged(
                     f"loss became {output.loss.item()} at step {step}; the last good checkpoint is "
@@ -363,7 +433,15 @@ def train(
                 window_start, window_steps = time.perf_counter(), 0
 
             # 4. Validate the EMA weights and write checkpoints.
-            if done % config.train.val_every == 0 or done == config.train.steps:
+            if (done % config.train.val_every == 0 or done == config.train.steps) and generating:
+                sample_grid = paths.sample_grid(done)
+                sample_accuracy = validation_samples(ema, config, device, sample_grid)
+                record = {"step": done, "sample_accuracy": sample_accuracy}
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                monitor.update(done, record)
+                plot_training_curves(read_metrics(paths.metrics), paths.curves)
+            elif done % config.train.val_every == 0 or done == config.train.steps:
                 val_psnr = validation_psnr(ema, data, config, device)
                 record = {"step": done, "val_psnr_db": val_psnr}
                 metrics_file.write(json.dumps(record) + "\n")
@@ -371,7 +449,9 @@ def train(
                 monitor.update(done, record)
                 plot_training_curves(read_metrics(paths.metrics), paths.curves)
             if done % config.train.checkpoint_every == 0 or done == config.train.steps:
-                save_checkpoint(paths.last, _training_checkpoint(config, model, ema, optimizer, done, val_psnr))
+                save_checkpoint(
+                    paths.last, _training_checkpoint(config, model, ema, optimizer, done, val_psnr, sample_accuracy)
+                )
     finally:
         if metrics_file is not None:
             metrics_file.close()
@@ -381,6 +461,15 @@ def train(
     seconds = time.perf_counter() - started
     if context.is_main:
         inference = {f"model.{k}": v for k, v in ema.state_dict().items()}
-        meta = {"step": config.train.steps, "val_psnr_db": val_psnr, "kind": "restorer", "train_seconds": round(seconds, 1)}
+        meta = {
+            "step": config.train.steps,
+            "val_psnr_db": val_psnr,
+            "kind": "generator" if generating else "restorer",
+            "train_seconds": round(seconds, 1),
+        }
+        if generating:
+            meta["sample_accuracy"] = sample_accuracy
         save_checkpoint(paths.final, Checkpoint(tensors=inference, config=config, meta=meta))
-    return TrainingResult(paths.run_dir, paths.final, config.train.steps, val_psnr, parameters, seconds)
+    return TrainingResult(
+        paths.run_dir, paths.final, config.train.steps, val_psnr, parameters, seconds, sample_accuracy, sample_grid
+    )

@@ -54,6 +54,51 @@ class TimeEmbedder(nn.Module):
         return self.mlp(features.to(self.mlp[0].weight.dtype))  # (N, D)
 
 
+class ClassEmbedder(nn.Module):
+    """Class-label and guidance-scale embeddings, summed into one conditioning vector (N, D).
+
+    The label table has `num_classes + 1` rows. Row `num_classes` is the null class that
+    classifier-free guidance drops labels to. It is never row 0, because row 0 is a real class (the
+    digit 0 on MNIST). The guidance scale is embedded like a time, by sinusoids times `scale` and an MLP.
+    Neither input is differentiated by the MeanFlow JVP: callers close over them.
+    """
+
+    def __init__(self, num_classes: int, dim: int, scale: float = 1000.0) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"a class embedder needs at least one class, got num_classes={num_classes}")
+        self.num_classes = num_classes
+        self.labels = nn.Embedding(num_classes + 1, dim)
+        self.guidance = TimeEmbedder(dim, scale=scale)
+        nn.init.normal_(self.labels.weight, std=0.02)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def forward(self, labels: torch.Tensor | None, guidance: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        """Embed labels (N,) long and guidance scales (N,); None means the null class and scale 1."""
+        if labels is None:
+            labels = torch.full((batch,), self.null_class, dtype=torch.long, device=device)
+        if guidance is None:
+            guidance = torch.ones((batch,), device=device)
+        if labels.numel() and (labels.min() < 0 or labels.max() > self.null_class):
+            raise ValueError(
+                f"class labels must lie in 0..{self.null_class} ({self.null_class} is the null class), "
+                f"got {labels.min().item()}..{labels.max().item()}"
+            )
+        return self.labels(labels) + self.guidance(guidance)  # (N, D)
+
+
+def check_no_class_inputs(labels: torch.Tensor | None, guidance: torch.Tensor | None) -> None:
+    """Reject labels or a guidance scale given to a network built without a class embedder."""
+    if labels is not None or guidance is not None:
+        raise ValueError(
+            "this network was built with num_classes=0 and takes no labels or guidance; "
+            "build it with num_classes > 0 for class-conditional generation"
+        )
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
 
@@ -131,9 +176,11 @@ class DiT(nn.Module):
         qk_norm: bool = True,
         time_scale: float = 1000.0,
         out_channels: int | None = None,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.channels = channels
+        self.num_classes = num_classes
         # A second prediction head (e.g. improved MeanFlow's v next to u) stacks more output channels.
         self.out_channels = channels if out_channels is None else out_channels
         self.cond_channels = cond_channels
@@ -143,6 +190,8 @@ class DiT(nn.Module):
         self.patch_embed = nn.Linear((channels + cond_channels) * patch * patch, dim)
         self.t_embed = TimeEmbedder(dim, scale=time_scale)
         self.gap_embed = TimeEmbedder(dim, scale=time_scale)  # embeds t - r
+        # Only class-conditional generators have label and guidance inputs, so restorers keep their weights.
+        self.class_embed = ClassEmbedder(num_classes, dim, scale=time_scale) if num_classes > 0 else None
         self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
         self.final = FinalLayer(dim, patch, self.out_channels)
         self._positions: dict[tuple[int, int], torch.Tensor] = {}
@@ -153,7 +202,10 @@ class DiT(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
-        for embedder in (self.t_embed, self.gap_embed):
+        embedders = [self.t_embed, self.gap_embed]
+        if self.class_embed is not None:
+            embedders.append(self.class_embed.guidance)
+        for embedder in embedders:
             nn.init.normal_(embedder.mlp[0].weight, std=0.02)
             nn.init.normal_(embedder.mlp[2].weight, std=0.02)
 
@@ -172,10 +224,34 @@ class DiT(nn.Module):
             self._positions[key] = sincos_2d(rows, cols, self.dim)
         return self._positions[key].to(device)
 
-    def forward(
-        self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    def condition_vector(
+        self,
+        r: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """z (N, C, H, W), r and t (N,), cond (N, C_cond, H, W) or None; returns (N, C_out, H, W)."""
+        """Return c = embed(t) + embed(t - r) (+ embed(label) + embed(guidance)), (N, D)."""
+        c = self.t_embed(t) + self.gap_embed(t - r)  # (N, D)
+        if self.class_embed is None:
+            check_no_class_inputs(labels, guidance)
+            return c
+        return c + self.class_embed(labels, guidance, t.shape[0], t.device).to(c.dtype)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        r: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """z (N, C, H, W), r and t (N,), cond (N, C_cond, H, W) or None; returns (N, C_out, H, W).
+
+        `labels` (N,) long and `guidance` (N,) are for networks built with `num_classes > 0`. Left
+        out, they default to the null class and scale 1.
+        """
         height, width = z.shape[-2:]
         p = self.patch
         pad_h, pad_w = (-height) % p, (-width) % p
@@ -189,7 +265,7 @@ class DiT(nn.Module):
 
         tokens = rearrange(x, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)  # (N, T, p*p*C_in)
         tokens = self.patch_embed(tokens) + self.positions(rows, cols, x.device)  # (N, T, D)
-        c = self.t_embed(t) + self.gap_embed(t - r)  # (N, D)
+        c = self.condition_vector(r, t, labels, guidance)  # (N, D)
 
         for block in self.blocks:
             tokens = block(tokens, c)  # (N, T, D)

@@ -50,8 +50,12 @@ def build_model(
     qk_norm: bool = True,
     time_scale: float = 1000.0,
     out_channels: int | None = None,
+    num_classes: int = 0,
 ) -> nn.Module:
-    """Build the preset's network; `out_channels` defaults to `channels` (one prediction head)."""
+    """Build the preset's network; `out_channels` defaults to `channels` (one prediction head).
+
+    `num_classes > 0` adds class-label (with a null class) and guidance-scale inputs.
+    """
     if preset in UNET_PRESETS:
         size = UNET_PRESETS[preset]
         return UNet(
@@ -64,6 +68,7 @@ def build_model(
             qk_norm=qk_norm,
             time_scale=time_scale,
             out_channels=out_channels,
+            num_classes=num_classes,
         )
     if preset not in PRESETS:
         raise UsageError(f"unknown model preset {preset!r}; choose one of {', '.join(preset_names())}")
@@ -78,6 +83,7 @@ def build_model(
         qk_norm=qk_norm,
         time_scale=time_scale,
         out_channels=out_channels,
+        num_classes=num_classes,
     )
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from restorecli.models.dit import TimeEmbedder
+from restorecli.models.dit import ClassEmbedder, TimeEmbedder, check_no_class_inputs
 
 # GroupNorm uses at most 8 groups and, where the layer is wide enough, at least 4 channels per group,
 # so that the narrow levels of the tiny preset are not normalised channel by channel.
@@ -116,6 +116,7 @@ class UNet(nn.Module):
     resolution above the bottleneck has `blocks` residual blocks on the way down and on the way up.
     The bottleneck is a residual block, self-attention (if `attention`) and a residual block.
     `qk_norm` RMS-normalises the attention's queries and keys per head, as in the DiT.
+    `num_classes > 0` adds class-label and guidance-scale inputs, as in the DiT.
     """
 
     def __init__(
@@ -130,6 +131,7 @@ class UNet(nn.Module):
         qk_norm: bool = True,
         time_scale: float = 1000.0,
         out_channels: int | None = None,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         if len(multipliers) < 2:
@@ -146,6 +148,8 @@ class UNet(nn.Module):
 
         self.t_embed = TimeEmbedder(time_dim, scale=time_scale)
         self.gap_embed = TimeEmbedder(time_dim, scale=time_scale)  # embeds t - r
+        self.num_classes = num_classes
+        self.class_embed = ClassEmbedder(num_classes, time_dim, scale=time_scale) if num_classes > 0 else None
         self.stem = nn.Conv2d(channels + cond_channels, level_widths[0], 3, padding=1)
 
         # Encoder: `blocks` residual blocks per level, then a downsampling to the next level.
@@ -185,10 +189,34 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
-    def forward(
-        self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    def condition_vector(
+        self,
+        r: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Map z (N, C, H, W), times r and t (N,) and cond (N, C_cond, H, W) or None to (N, C_out, H, W)."""
+        """Return c = embed(t) + embed(t - r) (+ embed(label) + embed(guidance)), (N, E)."""
+        c = self.t_embed(t) + self.gap_embed(t - r)  # (N, E)
+        if self.class_embed is None:
+            check_no_class_inputs(labels, guidance)
+            return c
+        return c + self.class_embed(labels, guidance, t.shape[0], t.device).to(c.dtype)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        r: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Map z (N, C, H, W), times r and t (N,) and cond (N, C_cond, H, W) or None to (N, C_out, H, W).
+
+        `labels` (N,) long and `guidance` (N,) are for networks built with `num_classes > 0`. Left
+        out, they default to the null class and scale 1.
+        """
         height, width = z.shape[-2:]
         factor = self.downsampling_factor
         pad_h, pad_w = (-height) % factor, (-width) % factor
@@ -199,7 +227,7 @@ class UNet(nn.Module):
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)  # (N, C + C_cond, H', W'), multiples of factor
 
-        c = self.t_embed(t) + self.gap_embed(t - r)  # (N, E)
+        c = self.condition_vector(r, t, labels, guidance)  # (N, E)
         h = self.stem(x)  # (N, width, H', W')
 
         skips = []
