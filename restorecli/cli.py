@@ -176,6 +176,12 @@ def finetune(
     from restorecli.config import build_config
 
     checkpoint = load_checkpoint(from_checkpoint)
+    if checkpoint.config.task == "generate":
+        # TODO: turn a generator into a restorer (zero-initialised y channels, null-class label).
+        raise UsageError(
+            f"--from {from_checkpoint} is a generator checkpoint, and finetuning a generator into a "
+            "restorer is not supported yet; pass a restorer checkpoint or start with `restorecli train`"
+        )
     base = {
         "model": checkpoint.config.model.model_dump(),
         "objective": checkpoint.config.objective.model_dump(),

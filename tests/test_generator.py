@@ -306,3 +306,14 @@ def test_restore_rejects_generator_checkpoint(generator_run, digit_png, tmp_path
     assert result.returncode == 2
     assert "restorecli sample" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_finetune_rejects_generator_checkpoint(generator_run, tmp_path):
+    checkpoint = generator_run / "checkpoints" / "final.safetensors"
+
+    result = run_cli("finetune", "--from", checkpoint, "--steps", "1", "--run-dir", tmp_path / "run", "--device", "cpu")
+
+    assert result.returncode == 2
+    assert "generator checkpoint" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
