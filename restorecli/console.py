@@ -7,7 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from restorecli.evaluation import Report
-from restorecli.reports import format_accuracy, format_cell, format_confusions, has_mask_metrics, method_label
+from restorecli.reports import format_accuracy, format_confusions, has_mask_metrics, method_cells
 
 console = Console(stderr=False)
 error_console = Console(stderr=True)
@@ -84,18 +84,7 @@ def report_table(reports: list[Report]) -> Table:
             table.add_section()
         best = max(method.psnr_db for method in report.methods)
         for method in report.methods:
-            cells = [report.noise] if several else []
-            cells += [
-                method.name,
-                method_label(method),
-                format_cell(method.nfe, "d"),
-                f"{method.psnr_db:.2f}",
-                f"{method.ssim:.3f}",
-                format_accuracy(method.digit_accuracy),
-            ]
-            if masks:
-                cells += [format_cell(method.psnr_in_mask_db, ".2f"), format_cell(method.psnr_out_mask_db, ".2f")]
-            cells.append(format_cell(method.images_per_s, ",.0f"))
+            cells = ([report.noise] if several else []) + method_cells(method, masks)
             table.add_row(*cells, style="bold green" if method.psnr_db == best else None)
     return table
 

@@ -54,6 +54,22 @@ def format_confusions(confusions: list[dict], limit: int = SHOWN_CONFUSIONS) -> 
     return ", ".join(parts)
 
 
+def method_cells(method: MethodResult, masks: bool) -> list[str]:
+    """Format one method's table cells from its name to images/s, with the mask columns when `masks`."""
+    cells = [
+        method.name,
+        method_label(method),
+        format_cell(method.nfe, "d"),
+        f"{method.psnr_db:.2f}",
+        f"{method.ssim:.3f}",
+        format_accuracy(method.digit_accuracy),
+    ]
+    if masks:
+        cells += [format_cell(method.psnr_in_mask_db, ".2f"), format_cell(method.psnr_out_mask_db, ".2f")]
+    cells.append(format_cell(method.images_per_s, ",.0f"))
+    return cells
+
+
 def markdown_table(reports: list[Report]) -> str:
     """Return the evaluate table of one or more kinds as Markdown, with the settings above it."""
     first = reports[0]
@@ -78,18 +94,7 @@ def markdown_table(reports: list[Report]) -> str:
 
     for report in reports:
         for method in report.methods:
-            cells = [
-                report.noise,
-                method.name,
-                method_label(method),
-                format_cell(method.nfe, "d"),
-                f"{method.psnr_db:.2f}",
-                f"{method.ssim:.3f}",
-                format_accuracy(method.digit_accuracy),
-            ]
-            if masks:
-                cells += [format_cell(method.psnr_in_mask_db, ".2f"), format_cell(method.psnr_out_mask_db, ".2f")]
-            cells.append(format_cell(method.images_per_s, ",.0f"))
+            cells = [report.noise, *method_cells(method, masks)]
             lines.append("| " + " | ".join(cells) + " |")
 
     confusion_lines = [

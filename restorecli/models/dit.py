@@ -99,6 +99,40 @@ def check_no_class_inputs(labels: torch.Tensor | None, guidance: torch.Tensor | 
         )
 
 
+class ConditionedBackbone(nn.Module):
+    """Base of the backbones: builds the conditioning vector from the time and class embedders.
+
+    A subclass sets `t_embed`, `gap_embed` (embeds t - r) and `class_embed` (None without classes).
+    """
+
+    def condition_vector(
+        self,
+        r: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return c = embed(t) + embed(t - r) (+ embed(label) + embed(guidance)), (N, D)."""
+        c = self.t_embed(t) + self.gap_embed(t - r)  # (N, D)
+        if self.class_embed is None:
+            check_no_class_inputs(labels, guidance)
+            return c
+        return c + self.class_embed(labels, guidance, t.shape[0], t.device).to(c.dtype)
+
+
+def join_and_pad(z: torch.Tensor, cond: torch.Tensor | None, multiple: int) -> torch.Tensor:
+    """Stack z and cond on the channel axis and pad the bottom and right edges to a multiple of `multiple`."""
+    height, width = z.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+
+    x = z if cond is None else torch.cat([z, cond], dim=1)  # (N, C + C_cond, H, W)
+    if pad_h or pad_w:
+        # Reflect padding needs the pad to be smaller than the side; replicate covers tiny images.
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x  # (N, C + C_cond, H', W'), H' and W' multiples of `multiple`
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
 
@@ -161,7 +195,7 @@ class FinalLayer(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-class DiT(nn.Module):
+class DiT(ConditionedBackbone):
     """u_theta(z, r, t | y): average velocity from time t back to time r, in image space."""
 
     def __init__(
@@ -224,20 +258,6 @@ class DiT(nn.Module):
             self._positions[key] = sincos_2d(rows, cols, self.dim)
         return self._positions[key].to(device)
 
-    def condition_vector(
-        self,
-        r: torch.Tensor,
-        t: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        guidance: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Return c = embed(t) + embed(t - r) (+ embed(label) + embed(guidance)), (N, D)."""
-        c = self.t_embed(t) + self.gap_embed(t - r)  # (N, D)
-        if self.class_embed is None:
-            check_no_class_inputs(labels, guidance)
-            return c
-        return c + self.class_embed(labels, guidance, t.shape[0], t.device).to(c.dtype)
-
     def forward(
         self,
         z: torch.Tensor,
@@ -254,13 +274,7 @@ class DiT(nn.Module):
         """
         height, width = z.shape[-2:]
         p = self.patch
-        pad_h, pad_w = (-height) % p, (-width) % p
-
-        x = z if cond is None else torch.cat([z, cond], dim=1)  # (N, C + C_cond, H, W)
-        if pad_h or pad_w:
-            # Reflect padding needs the pad to be smaller than the side; replicate covers tiny images.
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = join_and_pad(z, cond, p)  # (N, C + C_cond, H', W')
         rows, cols = x.shape[-2] // p, x.shape[-1] // p
 
         tokens = rearrange(x, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)  # (N, T, p*p*C_in)

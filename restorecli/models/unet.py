@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from restorecli.models.dit import ClassEmbedder, TimeEmbedder, check_no_class_inputs
+from restorecli.models.dit import ClassEmbedder, ConditionedBackbone, TimeEmbedder, join_and_pad
 
 # GroupNorm uses at most 8 groups and, where the layer is wide enough, at least 4 channels per group,
 # so that the narrow levels of the tiny preset are not normalised channel by channel.
@@ -108,7 +108,7 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (N, C, 2H, 2W)
 
 
-class UNet(nn.Module):
+class UNet(ConditionedBackbone):
     """u_theta(z, r, t | y): average velocity from time t back to time r, by a convolutional UNet.
 
     `multipliers` gives each resolution's width as a multiple of `width`. The last entry is the
@@ -189,20 +189,6 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
-    def condition_vector(
-        self,
-        r: torch.Tensor,
-        t: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        guidance: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Return c = embed(t) + embed(t - r) (+ embed(label) + embed(guidance)), (N, E)."""
-        c = self.t_embed(t) + self.gap_embed(t - r)  # (N, E)
-        if self.class_embed is None:
-            check_no_class_inputs(labels, guidance)
-            return c
-        return c + self.class_embed(labels, guidance, t.shape[0], t.device).to(c.dtype)
-
     def forward(
         self,
         z: torch.Tensor,
@@ -219,13 +205,7 @@ class UNet(nn.Module):
         """
         height, width = z.shape[-2:]
         factor = self.downsampling_factor
-        pad_h, pad_w = (-height) % factor, (-width) % factor
-
-        x = z if cond is None else torch.cat([z, cond], dim=1)  # (N, C + C_cond, H, W)
-        if pad_h or pad_w:
-            # Reflect padding needs the pad to be smaller than the side; replicate covers tiny images.
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)  # (N, C + C_cond, H', W'), multiples of factor
+        x = join_and_pad(z, cond, factor)  # (N, C + C_cond, H', W'), multiples of factor
 
         c = self.condition_vector(r, t, labels, guidance)  # (N, E)
         h = self.stem(x)  # (N, width, H', W')
