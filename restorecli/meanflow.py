@@ -396,7 +396,7 @@ def flow_matching_loss(
     jvp_model: nn.Module | None = None,
     classes: ClassCondition | None = None,
 ) -> LossOutput:
-    """Flow matching on clean x and corrupted y, (N, C, H, W) in [-1, 1]: u(z_t, t, t) regresses onto v.
+    """Compute the flow-matching loss on clean x and corrupted y, (N, C, H, W) in [-1, 1], where u(z_t, t, t) regresses onto v.
 
     `sample_times` gives r = t on every row, so no JVP runs and the target is v itself, or for a
     class-conditional generator (y None, `classes` given) the guided v_g of `guided_velocity`,
