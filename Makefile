@@ -6,13 +6,15 @@ BIN := $(VENV)/bin
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 DEMO := demo
 
-.PHONY: help install demo test weights weights-regression bench clean
+.PHONY: help install demo test weights weights-regression classifier bench bench-objectives bench-finetune clean
 
 help:
 	@echo "make demo     create .venv, install, corrupt/restore/evaluate test digits with the shipped weights"
 	@echo "make test     run the test suite (creates .venv if needed)"
 	@echo "make weights  retrain the shipped restorer (about an hour on 2 CPU cores)"
 	@echo "make bench    measure the shipped model and the regression reference on all five kinds"
+	@echo "make bench-objectives  compare the four objectives at equal training time (about 50 min)"
+	@echo "make bench-finetune    restorer from scratch against finetuned from a generator (about 90 min)"
 
 $(BIN)/restorecli: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +48,14 @@ classifier: install
 bench: install
 	$(BIN)/python -m bench.protocol_table --checkpoint restorecli/weights/restorer-mixed.safetensors \
 		--checkpoint runs/regression/checkpoints/final.safetensors --json docs/results/protocol.json
+
+# MeanFlow, iMF, flow matching and regression at equal training time (10 minutes each, one thread).
+bench-objectives: install
+	$(BIN)/python -m bench.objectives --minutes 10 --out docs/results/objectives.json
+
+# A restorer from scratch against one finetuned from a generator of the same budget.
+bench-finetune: install
+	$(BIN)/python -m bench.finetune_vs_scratch --out docs/results/finetune_vs_scratch
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

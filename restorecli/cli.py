@@ -127,12 +127,14 @@ def train(
     run_dir: RunDirOption = None,
     data: DataOption = None,
     device: DeviceOption = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="start from this checkpoint's weights, e.g. to keep training a restorer on another corruption; its model and objective are kept")] = None,
     resume: ResumeOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Train a restorer (or, with --task generate, a digit generator) from scratch.
+    """Train a restorer (or, with --task generate, a digit generator) from scratch or from a checkpoint.
 
-    Example: restorecli train --noise mixed --steps 2000 --run-dir runs/try1
+    Examples: restorecli train --noise mixed --steps 2000 --run-dir runs/try1;
+    restorecli train --init-from runs/try1/checkpoints/final.safetensors --noise blur --steps 1000 --run-dir runs/blur
     """
     _State.debug = _State.debug or debug
     from restorecli.config import build_config, read_config_file
@@ -140,6 +142,11 @@ def train(
     overrides = _training_overrides(
         noise, steps, batch_size, lr, seed, run_dir, data, device, model, objective, source, task
     )
+    if init_from is not None:
+        if resume:
+            raise UsageError("--resume continues a run folder and --init-from starts a new one; give one of them")
+        _run_training(_config_from_checkpoint(init_from, config, overrides), resume=False, init_from=init_from)
+        return
     base = None
     if resume:
         # A resumed run keeps its saved config; the file and options given now override it.
@@ -152,11 +159,34 @@ def train(
     _run_training(build_config(config, overrides, base=base), resume=resume)
 
 
+def _config_from_checkpoint(path: Path, config: Path | None, overrides: dict[str, Any]):
+    """The config of a run that starts from a checkpoint of the same task: model and objective kept."""
+    from restorecli.checkpoint import load_checkpoint
+    from restorecli.config import build_config
+
+    checkpoint = load_checkpoint(path)
+    base = {
+        "task": checkpoint.config.task,
+        "model": checkpoint.config.model.model_dump(),
+        "objective": checkpoint.config.objective.model_dump(),
+        "data": {"channels": checkpoint.config.data.channels},
+    }
+    resolved = build_config(config, overrides, base=base)
+    kept = (checkpoint.config.task, checkpoint.config.model, checkpoint.config.objective, checkpoint.config.data.channels)
+    if (resolved.task, resolved.model, resolved.objective, resolved.data.channels) != kept:
+        raise UsageError(
+            f"the config changes the task, model, objective or channels of {path}; --init-from keeps "
+            "them, so remove those settings, or train without --init-from"
+        )
+    return resolved
+
+
 @app.command()
 def finetune(
-    from_checkpoint: Annotated[Path, typer.Option("--from", help="restorecli checkpoint whose architecture and weights to start from")],
+    from_checkpoint: Annotated[Path, typer.Option("--from", help="generator checkpoint (from `restorecli train --task generate`) to turn into a restorer")],
     config: ConfigOption = None,
     noise: NoiseOption = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="noise (what the generator learnt) or bridge (y plus source_sigma noise; y is fed as channels too). Default: noise")] = None,
     steps: TrainStepsOption = None,
     batch_size: BatchOption = None,
     lr: LrOption = None,
@@ -166,35 +196,28 @@ def finetune(
     device: DeviceOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """Continue training a checkpoint's weights, e.g. on another corruption or your own images.
+    """Turn a class-conditional generator into a restorer and train it.
 
-    The model and objective come from the checkpoint; the config file and options set the rest.
-    Example: restorecli finetune --from runs/try1/checkpoints/final.safetensors --noise blur --steps 1000
+    The network comes from the generator, with new input channels for the corrupted image whose
+    weights start at zero, and the label fixed to the null class. So at step 0 the restorer computes
+    what the generator computes without a label. The config file and options set the rest.
+    Example: restorecli finetune --from runs/gen/checkpoints/final.safetensors --noise mixed --steps 2000
     """
     _State.debug = _State.debug or debug
     from restorecli.checkpoint import load_checkpoint
     from restorecli.config import build_config
+    from restorecli.finetuning import check_fits, restorer_settings
 
     checkpoint = load_checkpoint(from_checkpoint)
-    if checkpoint.config.task == "generate":
-        # TODO: turn a generator into a restorer (zero-initialised y channels, null-class label).
+    if checkpoint.config.task != "generate":
         raise UsageError(
-            f"--from {from_checkpoint} is a generator checkpoint, and finetuning a generator into a "
-            "restorer is not supported yet; pass a restorer checkpoint or start with `restorecli train`"
+            f"--from {from_checkpoint} is a {checkpoint.config.task} checkpoint, not a generator; finetune starts "
+            f"from `restorecli train --task generate`. To keep training a restorer use "
+            f"`restorecli train --init-from {from_checkpoint}`"
         )
-    base = {
-        "model": checkpoint.config.model.model_dump(),
-        "objective": checkpoint.config.objective.model_dump(),
-        "data": {"channels": checkpoint.config.data.channels},
-        "train": {"run_dir": "runs/finetune"},
-    }
-    overrides = _training_overrides(noise, steps, batch_size, lr, seed, run_dir, data, device)
-    resolved = build_config(config, overrides, base=base)
-    if resolved.model != checkpoint.config.model or resolved.objective != checkpoint.config.objective or resolved.data.channels != checkpoint.config.data.channels:
-        raise UsageError(
-            f"the config changes the model, objective or channels of {from_checkpoint}; finetune keeps "
-            "them, so remove those settings or use `restorecli train`"
-        )
+    overrides = _training_overrides(noise, steps, batch_size, lr, seed, run_dir, data, device, source=source)
+    resolved = build_config(config, overrides, base=restorer_settings(checkpoint.config, source))
+    check_fits(checkpoint.config, resolved, from_checkpoint)
     _run_training(resolved, resume=False, init_from=from_checkpoint)
 
 

@@ -82,6 +82,12 @@ class ObjectiveConfig(Section):
     def _fractions_fit(self) -> "ObjectiveConfig":
         if self.equal_fraction + self.corner_fraction > 1.0:
             raise ValueError("equal_fraction + corner_fraction must be at most 1")
+        if self.kind != "regression" and self.source == "bridge" and self.condition_on_y and self.source_sigma == 0:
+            # The shortcut of DESIGN.md: from z_t and y the network solves x = (z_t - t*y) / (1 - t).
+            raise ValueError(
+                "condition_on_y with the bridge source needs source_sigma > 0, or the network can solve "
+                "x from z_t and y by algebra instead of learning to restore; set e.g. source_sigma = 0.2"
+            )
         return self
 
 
@@ -187,6 +193,10 @@ class TrainConfig(Section):
         450, ge=1, description="validation images per check (generate: samples, rounded up to a multiple of 10)"
     )
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints")
+    keep_every: int = Field(
+        0, ge=0,
+        description="also keep the EMA weights every N steps as checkpoints/step-NNNNNN.safetensors; 0 keeps none",
+    )
     log_every: int = Field(50, ge=1, description="steps between metrics.jsonl lines")
     seed: int = Field(0, description="seed of every random draw in the run")
     run_dir: str = Field("runs/default", description="run folder for config, metrics and checkpoints")

@@ -28,6 +28,7 @@ from restorecli.data.folder import ImageFolder, split_folder
 from restorecli.data.images import write_png
 from restorecli.device import autocast, set_threads
 from restorecli.distributed import DistributedContext
+from restorecli.finetuning import restorer_weights
 from restorecli.errors import RestoreCliError, UsageError
 from restorecli.meanflow import draw_class_condition, restore, training_loss
 from restorecli.metrics import psnr
@@ -243,6 +244,9 @@ class RunPaths:
     def curves(self) -> Path:
         return self.run_dir / "curves.png"
 
+    def kept(self, step: int) -> Path:
+        return self.run_dir / "checkpoints" / f"step-{step:06d}.safetensors"
+
     def sample_grid(self, step: int) -> Path:
         return self.run_dir / "samples" / f"step-{step:06d}.png"
 
@@ -279,15 +283,35 @@ def _check_resume_fits(checkpoint: Checkpoint, config: Config, path: Path) -> No
             )
 
 
-def _load_initial_weights(model: nn.Module, init_from: Path) -> None:
+def _load_initial_weights(model: nn.Module, init_from: Path, config: Config) -> None:
+    """Load a checkpoint's weights into `model`. A generator's weights get zeros for the restorer's y channels."""
     start = load_checkpoint(init_from)
+    weights = start.section("model")
+    if start.config.task == "generate" and config.task == "restore":
+        weights = restorer_weights(weights, model, init_from)
     try:
-        model.load_state_dict(start.section("model"))
+        model.load_state_dict(weights)
     except RuntimeError as error:
         raise UsageError(
             f"checkpoint {init_from} does not fit this config ({str(error).splitlines()[0]}); "
             "use a checkpoint with the same model preset, objective and channels"
         ) from error
+
+
+def _inference_checkpoint(
+    config: Config, ema: nn.Module, step: int, val_psnr: float | None, sample_accuracy: float | None, seconds: float
+) -> Checkpoint:
+    """Return a checkpoint of the EMA weights alone, the form that `restore`, `evaluate` and `finetune` read."""
+    generating = config.task == "generate"
+    meta = {
+        "step": step,
+        "val_psnr_db": val_psnr,
+        "kind": "generator" if generating else "restorer",
+        "train_seconds": round(seconds, 1),
+    }
+    if generating:
+        meta["sample_accuracy"] = sample_accuracy
+    return Checkpoint(tensors={f"model.{k}": v for k, v in ema.state_dict().items()}, config=config, meta=meta)
 
 
 def _training_checkpoint(
@@ -334,7 +358,7 @@ def train(
     torch.manual_seed(config.train.seed)
     model = model_for(config).to(device)
     if init_from is not None and not resume:
-        _load_initial_weights(model, init_from)
+        _load_initial_weights(model, init_from, config)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.train.lr, betas=(0.9, 0.99), weight_decay=config.train.weight_decay
@@ -452,6 +476,9 @@ def train(
                 save_checkpoint(
                     paths.last, _training_checkpoint(config, model, ema, optimizer, done, val_psnr, sample_accuracy)
                 )
+            if config.train.keep_every and done % config.train.keep_every == 0:
+                seconds = time.perf_counter() - started
+                save_checkpoint(paths.kept(done), _inference_checkpoint(config, ema, done, val_psnr, sample_accuracy, seconds))
     finally:
         if metrics_file is not None:
             metrics_file.close()
@@ -460,16 +487,8 @@ def train(
     monitor.stop()
     seconds = time.perf_counter() - started
     if context.is_main:
-        inference = {f"model.{k}": v for k, v in ema.state_dict().items()}
-        meta = {
-            "step": config.train.steps,
-            "val_psnr_db": val_psnr,
-            "kind": "generator" if generating else "restorer",
-            "train_seconds": round(seconds, 1),
-        }
-        if generating:
-            meta["sample_accuracy"] = sample_accuracy
-        save_checkpoint(paths.final, Checkpoint(tensors=inference, config=config, meta=meta))
+        final = _inference_checkpoint(config, ema, config.train.steps, val_psnr, sample_accuracy, seconds)
+        save_checkpoint(paths.final, final)
     return TrainingResult(
         paths.run_dir, paths.final, config.train.steps, val_psnr, parameters, seconds, sample_accuracy, sample_grid
     )

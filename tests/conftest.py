@@ -94,3 +94,18 @@ def rgba_png(path: Path, height: int, width: int) -> Path:
     pixels = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
     Image.fromarray(pixels, mode="RGBA").save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def generator_run(tmp_path_factory):
+    """A run folder of a real 4-step `restorecli train --task generate` of DiT-T/4."""
+    folder = tmp_path_factory.mktemp("generator")
+    config_file = folder / "tiny.toml"
+    config_file.write_text(TINY_CONFIG, encoding="utf-8")
+    run_dir = folder / "run"
+    result = run_cli(
+        "train", "--config", config_file, "--task", "generate", "--model", "DiT-T/4", "--steps", "4",
+        "--batch-size", "8", "--device", "cpu", "--run-dir", run_dir,
+    )
+    assert result.returncode == 0, result.output
+    return run_dir

@@ -337,11 +337,11 @@ def test_train_resume_continues_run(tmp_path, tiny_run):
     assert config["model"]["preset"] == "DiT-T/4"
 
 
-def test_finetune_from_checkpoint(tmp_path, tiny_checkpoint, tiny_config):
-    run_dir = tmp_path / "finetuned"
+def test_train_init_from_restorer_checkpoint(tmp_path, tiny_checkpoint, tiny_config):
+    run_dir = tmp_path / "continued"
 
     result = run_cli(
-        "finetune", "--from", tiny_checkpoint, "--steps", "3", "--run-dir", run_dir,
+        "train", "--init-from", tiny_checkpoint, "--steps", "3", "--run-dir", run_dir,
         "--config", tiny_config, "--batch-size", "8", "--noise", "blur", "--device", "cpu",
     )
 

@@ -135,8 +135,8 @@ ERROR_CASES = {
         2,
         ("3-channel", "1-channel"),
     ),
-    "finetune-rgb-checkpoint-on-mnist": ErrorCase(
-        Call(("finetune", "--from", "rgb.safetensors", "--steps", "1", "--run-dir", "new-run")),
+    "init-from-rgb-checkpoint-on-mnist": ErrorCase(
+        Call(("train", "--init-from", "rgb.safetensors", "--steps", "1", "--run-dir", "new-run")),
         2,
         ("mnist", "3 channels", "--data"),
     ),

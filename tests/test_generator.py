@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import jvp
 
-from conftest import TINY_CONFIG, run_cli
+from conftest import run_cli
 from restorecli.checkpoint import load_checkpoint
 from restorecli.config import ObjectiveConfig, build_config
 from restorecli.data.images import read_image
@@ -225,21 +225,6 @@ def test_generate_task_rejects_misfits(overrides, message):
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def generator_run(tmp_path_factory):
-    """A run folder of a real 4-step `restorecli train --task generate` of DiT-T/4."""
-    folder = tmp_path_factory.mktemp("generator")
-    config_file = folder / "tiny.toml"
-    config_file.write_text(TINY_CONFIG, encoding="utf-8")
-    run_dir = folder / "run"
-    result = run_cli(
-        "train", "--config", config_file, "--task", "generate", "--model", "DiT-T/4", "--steps", "4",
-        "--batch-size", "8", "--device", "cpu", "--run-dir", run_dir,
-    )
-    assert result.returncode == 0, result.output
-    return run_dir
-
-
 def test_train_generate_writes_checkpoint_and_grids(generator_run):
     checkpoint = load_checkpoint(generator_run / "checkpoints" / "final.safetensors")
     records = [json.loads(line) for line in (generator_run / "metrics.jsonl").read_text().splitlines()]
@@ -306,14 +291,3 @@ def test_restore_rejects_generator_checkpoint(generator_run, digit_png, tmp_path
     assert result.returncode == 2
     assert "restorecli sample" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-
-
-def test_finetune_rejects_generator_checkpoint(generator_run, tmp_path):
-    checkpoint = generator_run / "checkpoints" / "final.safetensors"
-
-    result = run_cli("finetune", "--from", checkpoint, "--steps", "1", "--run-dir", tmp_path / "run", "--device", "cpu")
-
-    assert result.returncode == 2
-    assert "generator checkpoint" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run").exists()

@@ -45,6 +45,23 @@ def test_run_folder_contents(tmp_path):
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
 
 
+def test_keep_every_keeps_restorable_ema_weights(tmp_path):
+    config = tiny_config(tmp_path / "run", keep_every=2)
+
+    result = train(config)
+
+    kept = sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("step-*.safetensors"))
+    assert kept == ["step-000002.safetensors", "step-000004.safetensors", "step-000006.safetensors"]
+    last_kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-000006.safetensors")
+    final = load_checkpoint(result.final_checkpoint)
+    assert last_kept.meta["step"] == 6
+    assert not any(name.startswith("train.") for name in last_kept.tensors)
+    for name, value in final.tensors.items():
+        torch.testing.assert_close(last_kept.tensors[name], value, rtol=0, atol=0)
+    early = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-000002.safetensors")
+    assert any(not torch.equal(early.tensors[name], value) for name, value in final.tensors.items())
+
+
 class InterruptAt(SilentMonitor):
     """Raises KeyboardInterrupt when the loop reports `step`, as Ctrl-C would."""
 

@@ -252,6 +252,19 @@ class DiT(ConditionedBackbone):
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
 
+    input_weight = "patch_embed.weight"
+
+    def widen_input_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """Turn the patch embedding of a network without condition channels into one with them.
+
+        Patch features are laid out (p1 p2 c), so the new channels' columns sit inside every
+        pixel's group. They start at zero: the widened network ignores the condition at first.
+        """
+        p = self.patch
+        grouped = rearrange(weight, "d (pp c) -> d pp c", pp=p * p)  # (D, p*p, C)
+        zeros = grouped.new_zeros(grouped.shape[0], p * p, self.cond_channels)  # (D, p*p, C_cond)
+        return rearrange(torch.cat([grouped, zeros], dim=-1), "d pp c -> d (pp c)")  # (D, p*p*(C + C_cond))
+
     def positions(self, rows: int, cols: int, device: torch.device) -> torch.Tensor:
         key = (rows, cols)
         if key not in self._positions:

@@ -189,6 +189,13 @@ class UNet(ConditionedBackbone):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
+    input_weight = "stem.weight"
+
+    def widen_input_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """Turn the stem of a network without condition channels into one with them, starting at zero."""
+        zeros = weight.new_zeros(weight.shape[0], self.cond_channels, *weight.shape[2:])  # (W, C_cond, 3, 3)
+        return torch.cat([weight, zeros], dim=1)  # (W, C + C_cond, 3, 3)
+
     def forward(
         self,
         z: torch.Tensor,
