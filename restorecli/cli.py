@@ -211,7 +211,7 @@ def finetune(
     checkpoint = load_checkpoint(from_checkpoint)
     if checkpoint.config.task != "generate":
         raise UsageError(
-            f"--from {from_checkpoint} is a {checkpoint.config.task} checkpoint, not a generator; finetune starts "
+            f"--from {from_checkpoint} is a restorer checkpoint, not a generator; finetune starts "
             f"from `restorecli train --task generate`. To keep training a restorer use "
             f"`restorecli train --init-from {from_checkpoint}`"
         )
