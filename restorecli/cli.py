@@ -160,7 +160,7 @@ def train(
 
 
 def _config_from_checkpoint(path: Path, config: Path | None, overrides: dict[str, Any]):
-    """The config of a run that starts from a checkpoint of the same task: model and objective kept."""
+    """Resolve the config of a run that starts from a checkpoint of the same task, keeping its model and objective."""
     from restorecli.checkpoint import load_checkpoint
     from restorecli.config import build_config
 
@@ -172,8 +172,8 @@ def _config_from_checkpoint(path: Path, config: Path | None, overrides: dict[str
         "data": {"channels": checkpoint.config.data.channels},
     }
     resolved = build_config(config, overrides, base=base)
-    kept = (checkpoint.config.task, checkpoint.config.model, checkpoint.config.objective, checkpoint.config.data.channels)
-    if (resolved.task, resolved.model, resolved.objective, resolved.data.channels) != kept:
+    checkpoint_settings = (checkpoint.config.task, checkpoint.config.model, checkpoint.config.objective, checkpoint.config.data.channels)
+    if (resolved.task, resolved.model, resolved.objective, resolved.data.channels) != checkpoint_settings:
         raise UsageError(
             f"the config changes the task, model, objective or channels of {path}; --init-from keeps "
             "them, so remove those settings, or train without --init-from"

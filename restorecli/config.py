@@ -83,7 +83,7 @@ class ObjectiveConfig(Section):
         if self.equal_fraction + self.corner_fraction > 1.0:
             raise ValueError("equal_fraction + corner_fraction must be at most 1")
         if self.kind != "regression" and self.source == "bridge" and self.condition_on_y and self.source_sigma == 0:
-            # The shortcut of DESIGN.md: from z_t and y the network solves x = (z_t - t*y) / (1 - t).
+            # The bridge shortcut: from z_t and y the network solves x = (z_t - t*y) / (1 - t).
             raise ValueError(
                 "condition_on_y with the bridge source needs source_sigma > 0, or the network can solve "
                 "x from z_t and y by algebra instead of learning to restore; set e.g. source_sigma = 0.2"

@@ -244,7 +244,7 @@ class RunPaths:
     def curves(self) -> Path:
         return self.run_dir / "curves.png"
 
-    def kept(self, step: int) -> Path:
+    def step_checkpoint(self, step: int) -> Path:
         return self.run_dir / "checkpoints" / f"step-{step:06d}.safetensors"
 
     def sample_grid(self, step: int) -> Path:
@@ -478,7 +478,7 @@ def train(
                 )
             if config.train.keep_every and done % config.train.keep_every == 0:
                 seconds = time.perf_counter() - started
-                save_checkpoint(paths.kept(done), _inference_checkpoint(config, ema, done, val_psnr, sample_accuracy, seconds))
+                save_checkpoint(paths.step_checkpoint(done), _inference_checkpoint(config, ema, done, val_psnr, sample_accuracy, seconds))
     finally:
         if metrics_file is not None:
             metrics_file.close()

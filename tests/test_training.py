@@ -50,8 +50,8 @@ def test_keep_every_keeps_restorable_ema_weights(tmp_path):
 
     result = train(config)
 
-    kept = sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("step-*.safetensors"))
-    assert kept == ["step-000002.safetensors", "step-000004.safetensors", "step-000006.safetensors"]
+    kept_names = sorted(path.name for path in (tmp_path / "run" / "checkpoints").glob("step-*.safetensors"))
+    assert kept_names == ["step-000002.safetensors", "step-000004.safetensors", "step-000006.safetensors"]
     last_kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-000006.safetensors")
     final = load_checkpoint(result.final_checkpoint)
     assert last_kept.meta["step"] == 6
