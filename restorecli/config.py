@@ -32,7 +32,8 @@ class ModelConfig(Section):
     preset: str = Field("DiT-S/4", description="size preset, e.g. DiT-S/4 or UNet-S (`restorecli presets` lists all)")
     qk_norm: bool = Field(True, description="RMS-normalise queries and keys, which keeps the JVP bounded")
     time_scale: float = Field(
-        1000.0, gt=0.0, description="times are multiplied by this before their sinusoidal embedding"
+        10.0, gt=0.0,
+        description="times are multiplied by this before their sinusoidal embedding; 1000 made the MeanFlow JVP target spike in pilots",
     )
     num_classes: int = Field(
         0, ge=0, le=100_000,
@@ -85,8 +86,9 @@ class ObjectiveConfig(Section):
         if self.kind != "regression" and self.source == "bridge" and self.condition_on_y and self.source_sigma == 0:
             # The bridge shortcut: from z_t and y the network solves x = (z_t - t*y) / (1 - t).
             raise ValueError(
-                "condition_on_y with the bridge source needs source_sigma > 0, or the network can solve "
-                "x from z_t and y by algebra instead of learning to restore; set e.g. source_sigma = 0.2"
+                "the bridge source with y as input channels (condition_on_y, which `finetune --source "
+                "bridge` turns on) needs source_sigma > 0, or the network can solve x from z_t and y by "
+                "algebra instead of learning to restore; set source_sigma = 0.2 under [objective] in the config file"
             )
         return self
 
@@ -259,6 +261,24 @@ class Config(Section):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def config_changes(reference: Config, other: Config, keys: tuple[str, ...]) -> list[str]:
+    """List the settings under `keys` where `other` differs from `reference`, as 'key value (was value)'.
+
+    A key names a field ('data.channels') or a whole section ('model'), which expands to its fields.
+    """
+    changes = []
+    for key in keys:
+        old, new = reference, other
+        for part in key.split("."):
+            old, new = getattr(old, part), getattr(new, part)
+        if isinstance(old, BaseModel):
+            nested = tuple(f"{key}.{name}" for name in type(old).model_fields)
+            changes.extend(config_changes(reference, other, nested))
+        elif old != new:
+            changes.append(f"{key} {new!r} (was {old!r})")
+    return changes
 
 
 def format_validation_error(error: ValidationError, origin: str) -> str:

@@ -103,8 +103,16 @@ def display_path(path: Path) -> str:
 
 
 def protocol_images(kind: str, limit: int | None = None) -> ProtocolImages:
+    """Return the protocol's test images of one kind; `limit` takes that many, evenly spread.
+
+    The test rows are sorted by digit, so a spread subset keeps every class where the first rows
+    would all be zeros.
+    """
     split = mnist.load_test_split()
-    clean, rows, labels = split.images[:limit], split.rows[:limit], split.labels[:limit]
+    chosen = np.arange(len(split.images))
+    if limit is not None:
+        chosen = np.unique(np.linspace(0, len(split.images) - 1, limit).round().astype(int))
+    clean, rows, labels = split.images[chosen], split.rows[chosen], split.labels[chosen]
     pairs = [protocol_corrupt(image, kind, int(row)) for image, row in zip(clean, rows)]
     corrupted = np.stack([pair[0] for pair in pairs])
     return ProtocolImages(

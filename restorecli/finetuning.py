@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from restorecli.config import Config
+from restorecli.config import Config, config_changes
 from restorecli.errors import UsageError
 
 
@@ -38,15 +38,7 @@ def restorer_settings(generator: Config, source: str | None) -> dict[str, Any]:
 
 def check_fits(generator: Config, restorer: Config, path: Path) -> None:
     """Reject a finetune config that changes the generator's network, objective kind or image shape."""
-    changes = []
-    if restorer.model != generator.model:
-        changes.append(f"model {restorer.model.preset} (the generator's is {generator.model.preset})")
-    if restorer.objective.kind != generator.objective.kind:
-        changes.append(f"objective {restorer.objective.kind} (the generator's is {generator.objective.kind})")
-    if restorer.data.channels != generator.data.channels:
-        changes.append(f"{restorer.data.channels} image channels (the generator has {generator.data.channels})")
-    if restorer.data.image_size != generator.data.image_size:
-        changes.append(f"image size {restorer.data.image_size} (the generator's is {generator.data.image_size})")
+    changes = config_changes(generator, restorer, ("model", "objective.kind", "data.channels", "data.image_size"))
     if changes:
         raise UsageError(
             f"generator {path} does not fit this finetune config: " + "; ".join(changes)

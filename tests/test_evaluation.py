@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from restorecli.evaluation import DigitJudge, evaluate
+from restorecli.evaluation import DigitJudge, evaluate, protocol_images
 from restorecli.metrics import psnr, region_psnr
 from restorecli.plots import plot_evaluation_grid, plot_training_curves
 from restorecli.reports import format_confusions, markdown_table, report_payload, write_report
@@ -164,3 +164,10 @@ def test_training_writes_curves_png(tiny_run, tmp_path):
     assert any("val_psnr_db" in record for record in records)
     plot_training_curves(records, tmp_path / "again.png")
     assert (tmp_path / "again.png").stat().st_size > 1000
+
+
+def test_limit_spreads_over_digits():
+    images = protocol_images("gaussian", limit=20)
+
+    assert len(images.clean) == 20
+    assert sorted(set(images.labels.tolist())) == list(range(10))

@@ -70,7 +70,7 @@ def test_check_fits_names_changed_image_size():
     generator = generator_config("DiT-T/4")
     restorer = build_config(None, {**restorer_settings(generator, None), "data": {"image_size": 32}})
 
-    with pytest.raises(UsageError, match="image size 32 .the generator's is 28"):
+    with pytest.raises(UsageError, match=r"data.image_size 32 \(was 28\)"):
         check_fits(generator, restorer, "gen.safetensors")
 
 
@@ -165,6 +165,31 @@ def test_finetune_rejects_generator_of_other_image_size(generator_run, tmp_path)
     )
 
     assert result.returncode == 2
-    assert "image size 32" in result.stderr
+    assert "data.image_size 32 (was 28)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_names_changed_objective(tiny_checkpoint, tmp_path):
+    result = run_cli(
+        "train", "--init-from", tiny_checkpoint, "--objective", "regression", "--steps", "1",
+        "--run-dir", tmp_path / "run", "--device", "cpu",
+    )
+
+    assert result.returncode == 2
+    assert "objective.kind 'regression' (was 'meanflow')" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_generator_rejects_noise(generator_run, tmp_path):
+    checkpoint = generator_run / "checkpoints" / "final.safetensors"
+
+    result = run_cli(
+        "train", "--init-from", checkpoint, "--noise", "blur", "--steps", "1", "--run-dir", tmp_path / "run", "--device", "cpu",
+    )
+
+    assert result.returncode == 2
+    assert f"restorecli finetune --from {checkpoint}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
