@@ -21,8 +21,8 @@ from restorecli.errors import UsageError
 def restorer_settings(generator: Config, source: str | None) -> dict[str, Any]:
     """Return the config defaults of a restorer finetuned from `generator`; file and options go on top.
 
-    The network and its objective kind come from the generator. The noise source is the default,
-    since it is what the generator learnt; with the bridge source y is fed as input channels too.
+    The network and its objective kind come from the generator. The noise source is the default
+    because the generator learnt it. With the bridge source, y is fed as input channels too.
     """
     objective: dict[str, Any] = {"kind": generator.objective.kind, "source": source or "noise"}
     if objective["source"] == "bridge":
@@ -50,9 +50,9 @@ def restorer_weights(generator_weights: dict[str, torch.Tensor], restorer: nn.Mo
     """Return the generator's weights laid out for `restorer`, with zero weights for the new y channels."""
     expected = restorer.state_dict()
     if set(generator_weights) != set(expected):
-        missing = sorted(set(expected) ^ set(generator_weights))[:3]
+        differing = sorted(set(expected) ^ set(generator_weights))[:3]
         raise UsageError(
-            f"generator {path} does not fit the restorer network (differing tensors {missing}); "
+            f"generator {path} does not fit the restorer network (differing tensors {differing}); "
             "pass a generator written by `restorecli train --task generate`"
         )
 

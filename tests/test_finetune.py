@@ -74,7 +74,7 @@ def test_check_fits_names_changed_image_size():
         check_fits(generator, restorer, "gen.safetensors")
 
 
-def test_bridge_source_feeds_y_and_needs_source_noise():
+def test_bridge_source_needs_source_noise():
     generator = generator_config("DiT-T/4")
 
     bridge = build_config(None, restorer_settings(generator, "bridge"))
@@ -155,7 +155,7 @@ def test_finetune_rejects_restorer_checkpoint(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_finetune_rejects_generator_of_other_image_size(generator_run, tmp_path):
+def test_finetune_rejects_other_image_size(generator_run, tmp_path):
     config_file = tmp_path / "size.toml"
     config_file.write_text("[data]\nimage_size = 32\n", encoding="utf-8")
 
