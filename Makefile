@@ -36,7 +36,7 @@ weights: install
 	$(BIN)/restorecli train --config configs/shipped.toml --run-dir runs/shipped
 	cp runs/shipped/checkpoints/final.safetensors restorecli/weights/restorer-mixed.safetensors
 
-# The same network and budget trained by plain regression: the reference row of docs/BENCHMARKS.md.
+# The same network, data and steps trained by plain regression: the reference row of docs/BENCHMARKS.md.
 weights-regression: install
 	$(BIN)/restorecli train --config configs/shipped.toml --objective regression --run-dir runs/regression
 

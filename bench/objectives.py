@@ -1,7 +1,7 @@
 """Objectives side by side: MeanFlow, iMF, flow matching and regression at equal wall-clock time.
 
 Usage: python -m bench.objectives [--minutes 10] [--objectives meanflow,imf,flow_matching,regression]
-       [--config configs/shipped.toml] [--out docs/results/objectives.json]
+       [--config configs/meanflow.toml] [--out docs/results/objectives.json]
 
 Every objective trains the same network (the config's preset) on `mixed` with the same batch,
 seed and one CPU thread. A 100-step calibration run measures each objective's steps per second.
@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget per objective")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
-    parser.add_argument("--config", type=Path, default=Path("configs/shipped.toml"))
+    parser.add_argument("--config", type=Path, default=Path("configs/meanflow.toml"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/objectives.json"))
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-objectives"))
     args = parser.parse_args()

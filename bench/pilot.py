@@ -2,7 +2,7 @@
 
 Usage: python -m bench.pilot NAME '{"model": {"time_scale": 10}}' [--steps 500] [--config FILE]
 
-Trains on mixed corruptions with the config file (default: configs/shipped.toml) plus the given
+Trains on mixed corruptions with the config file (default: configs/meanflow.toml) plus the given
 JSON overrides, for 500 steps with validation every 250 steps, into runs/pilot/NAME. Two pilots can run side by side
 on a 2-core machine, one thread each. Read the results from runs/pilot/NAME/metrics.jsonl.
 """
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("overrides", nargs="?", default="{}", help="JSON object of config overrides")
     parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--config", type=Path, default=Path("configs/shipped.toml"))
+    parser.add_argument("--config", type=Path, default=Path("configs/meanflow.toml"))
     args = parser.parse_args()
 
     torch.set_num_threads(1)

@@ -22,7 +22,7 @@ def restorer() -> Restorer:
 
 def test_default_checkpoint_is_shipped(restorer):
     assert restorer.checkpoint_path == shipped_weights()
-    assert restorer.checkpoint.config.objective.kind == "meanflow"
+    assert restorer.checkpoint.config.objective.kind == "imf"
     assert restorer.checkpoint.config.model.preset == "DiT-S/4"
 
 
