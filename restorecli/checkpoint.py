@@ -92,6 +92,7 @@ def model_for(config: Config) -> nn.Module:
         time_scale=config.model.time_scale,
         out_channels=output_channels(config.data.channels, config.objective),
         num_classes=config.model.num_classes,
+        conv_head_channels=config.model.conv_head_channels,
     )
 
 

@@ -35,6 +35,13 @@ class ModelConfig(Section):
         10.0, gt=0.0,
         description="times are multiplied by this before their sinusoidal embedding; 1000 made the MeanFlow JVP target spike in pilots",
     )
+    conv_head_channels: int = Field(
+        0, ge=0, le=512,
+        description=(
+            "DiT only: channels of a 3x3 convolution head at full resolution that refines the patch "
+            "output from it and the input pixels; 0 = no head (the plain DiT)"
+        ),
+    )
     num_classes: int = Field(
         0, ge=0, le=100_000,
         description=(

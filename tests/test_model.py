@@ -1,4 +1,4 @@
-"""The DiT: shapes, padding to the patch size, presets, adaLN-Zero start."""
+"""The DiT: shapes, padding to the patch size, presets, adaLN-Zero start, the convolution head."""
 
 from __future__ import annotations
 
@@ -78,3 +78,49 @@ def test_every_preset_builds(name):
 def test_unknown_preset_names_choices():
     with pytest.raises(UsageError, match="DiT-S/4"):
         build_model("DiT-Huge/1", channels=1, cond_channels=0)
+
+
+def test_conv_head_starts_as_plain_dit():
+    torch.manual_seed(0)
+    plain = DiT(channels=1, patch=4, dim=32, depth=1, heads=2)
+    with torch.no_grad():
+        for parameter in plain.parameters():
+            parameter.normal_(0, 0.05)
+    headed = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_head_channels=8)
+    missing, unexpected = headed.load_state_dict(plain.state_dict(), strict=False)
+    z = torch.rand((2, 1, 30, 45))  # padded to 32 x 48 inside, cropped back
+
+    expected = plain(z, torch.zeros(2), torch.ones(2))
+    actual = headed(z, torch.zeros(2), torch.ones(2))
+
+    assert unexpected == []
+    assert missing and all(name.startswith("head.") for name in missing)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+
+
+def test_trained_conv_head_changes_output():
+    torch.manual_seed(0)
+    model = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_head_channels=8)
+    z = torch.rand((2, 1, 28, 28))
+    before = model(z, torch.zeros(2), torch.ones(2))
+    with torch.no_grad():
+        model.head.conv_out.weight.normal_(0, 0.05)
+
+    after = model(z, torch.zeros(2), torch.ones(2))
+
+    assert torch.count_nonzero(before) == 0
+    assert after.shape == (2, 1, 28, 28)
+    assert (after - before).abs().max() > 1e-3
+
+
+def test_conv_head_adds_few_parameters():
+    plain = count_parameters(build_model("DiT-S/4", channels=1, cond_channels=0, out_channels=2))
+    headed = count_parameters(build_model("DiT-S/4", channels=1, cond_channels=0, out_channels=2, conv_head_channels=32))
+
+    # conv in (3 -> 32), adaLN (128 -> 64), conv out (32 -> 2), each with biases
+    assert headed - plain == (3 * 32 * 9 + 32) + (128 * 64 + 64) + (32 * 2 * 9 + 2)
+
+
+def test_conv_head_rejected_for_unet():
+    with pytest.raises(UsageError, match="conv_head_channels 16 is for DiT presets"):
+        build_model("UNet-T", channels=1, cond_channels=0, conv_head_channels=16)

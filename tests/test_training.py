@@ -166,6 +166,28 @@ def test_objective_checkpoint_restores_by_cli(tmp_path, digit_png, preset, kind)
     assert np.abs(actual - read_image(digit_png)).max() > 1 / 255  # restoring changed the image
 
 
+def test_conv_head_trains_and_restores(tmp_path, digit_png):
+    config = build_config(None, {
+        "model": {"preset": "DiT-T/4", "conv_head_channels": 8},
+        "objective": {"kind": "imf"},
+        "corruption": {"noise": "salt-pepper"},
+        "train": {"steps": 3, "batch_size": 8, "val_every": 3, "val_images": 16, "checkpoint_every": 3,
+                  "log_every": 1, "warmup_steps": 1, "run_dir": str(tmp_path / "run")},
+        "device": "cpu",
+    })
+
+    result = train(config)
+
+    checkpoint = load_checkpoint(result.final_checkpoint)
+    assert checkpoint.config.model.conv_head_channels == 8
+    assert any(name.startswith("model.head.") for name in checkpoint.tensors)
+    assert torch.count_nonzero(checkpoint.tensors["model.head.conv_out.weight"]) > 0  # the head was trained
+    restored_path = tmp_path / "restored.png"
+    restored = run_cli("restore", digit_png, restored_path, "--checkpoint", result.final_checkpoint, "--device", "cpu")
+    assert restored.returncode == 0, restored.output
+    assert read_image(restored_path).shape == (1, 28, 28)
+
+
 def test_train_cli_objective_option(tmp_path):
     config_file = tmp_path / "small.toml"
     config_file.write_text("[train]\nval_images = 8\nwarmup_steps = 1\n", encoding="utf-8")

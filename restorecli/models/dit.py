@@ -190,6 +190,29 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))  # (N, T, p*p*C_out)
 
 
+class ConvHead(nn.Module):
+    """Full-resolution refinement added to the unpatchified output.
+
+    The final linear layer maps each token to its own p x p pixels, so two neighbouring pixels on
+    either side of a patch edge come from different tokens. This head applies a 3x3 convolution to
+    the prediction and the input pixels z, scales and shifts the features by the condition vector
+    (times, label), and maps them back with a second 3x3 convolution. The second convolution
+    starts at zero, so a new head adds nothing until it is trained.
+    """
+
+    def __init__(self, in_channels: int, width: int, out_channels: int, dim: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * width))
+        self.conv_out = nn.Conv2d(width, out_channels, kernel_size=3, padding=1)
+
+    def forward(self, prediction: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        features = self.conv_in(torch.cat([prediction, z], dim=1))  # (N, width, H', W')
+        shift, scale = self.adaLN(c).chunk(2, dim=-1)  # 2 x (N, width)
+        features = features * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return self.conv_out(F.gelu(features, approximate="tanh"))  # (N, C_out, H', W')
+
+
 # ----------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------
@@ -211,6 +234,7 @@ class DiT(ConditionedBackbone):
         time_scale: float = 1000.0,
         out_channels: int | None = None,
         num_classes: int = 0,
+        conv_head_channels: int = 0,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -228,6 +252,13 @@ class DiT(ConditionedBackbone):
         self.class_embed = ClassEmbedder(num_classes, dim, scale=time_scale) if num_classes > 0 else None
         self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
         self.final = FinalLayer(dim, patch, self.out_channels)
+        # The head reads z but not the condition channels, so `widen_input_weight` stays the only
+        # weight that depends on them.
+        self.head = (
+            ConvHead(self.out_channels + channels, conv_head_channels, self.out_channels, dim)
+            if conv_head_channels > 0
+            else None
+        )
         self._positions: dict[tuple[int, int], torch.Tensor] = {}
         self.initialize_weights()
 
@@ -251,6 +282,11 @@ class DiT(ConditionedBackbone):
         nn.init.zeros_(self.final.adaLN[-1].bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
+        if self.head is not None:
+            nn.init.zeros_(self.head.adaLN[-1].weight)
+            nn.init.zeros_(self.head.adaLN[-1].bias)
+            nn.init.zeros_(self.head.conv_out.weight)
+            nn.init.zeros_(self.head.conv_out.bias)
 
     input_weight = "patch_embed.weight"
 
@@ -299,4 +335,6 @@ class DiT(ConditionedBackbone):
 
         out = self.final(tokens, c)  # (N, T, p*p*C_out)
         out = rearrange(out, "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=rows, w=cols, p1=p, p2=p)
+        if self.head is not None:
+            out = out + self.head(out, x[:, : self.channels], c)  # (N, C_out, H', W')
         return out[..., :height, :width]  # (N, C_out, H, W)

@@ -51,12 +51,19 @@ def build_model(
     time_scale: float = 1000.0,
     out_channels: int | None = None,
     num_classes: int = 0,
+    conv_head_channels: int = 0,
 ) -> nn.Module:
     """Build the preset's network; `out_channels` defaults to `channels` (one prediction head).
 
     `num_classes > 0` adds class-label (with a null class) and guidance-scale inputs.
+    `conv_head_channels > 0` adds a DiT's full-resolution convolution head.
     """
     if preset in UNET_PRESETS:
+        if conv_head_channels > 0:
+            raise UsageError(
+                f"model.conv_head_channels {conv_head_channels} is for DiT presets, and {preset} is a UNet, "
+                "which already works at full resolution; set it to 0 or choose a DiT preset"
+            )
         size = UNET_PRESETS[preset]
         return UNet(
             channels=channels,
@@ -84,6 +91,7 @@ def build_model(
         time_scale=time_scale,
         out_channels=out_channels,
         num_classes=num_classes,
+        conv_head_channels=conv_head_channels,
     )
 
 
