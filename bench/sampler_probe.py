@@ -3,7 +3,8 @@
 The temperature scales the source noise: 1 draws it as in training, 0 starts at the mean of the
 source distribution. The last column queries the network at r = t = 1 instead of (r, t) = (0, 1)
 from the source mean: one Euler step of the instantaneous velocity, x = s - u(s, 1, 1), which
-estimates the posterior mean E[x | s].
+estimates the posterior mean E[x | s]. For an `imf` checkpoint a further column takes that step
+with the v head, x = s - v(s, 1).
 
 Usage: python -m bench.sampler_probe runs/NAME/checkpoints/last.safetensors
 
@@ -21,7 +22,7 @@ import torch
 from restorecli.checkpoint import load_checkpoint, load_model
 from restorecli.corruptions import KINDS, protocol_corrupt
 from restorecli.data import mnist
-from restorecli.meanflow import condition, draw_source, restore
+from restorecli.meanflow import condition, draw_source, restore, split_heads
 from restorecli.metrics import psnr
 from restorecli.normalize import to_image, to_network
 
@@ -45,8 +46,16 @@ def main(path: str) -> None:
         with torch.no_grad():
             ones = torch.ones(len(y))
             source = draw_source(y, objective, None, temperature=0.0)
-            euler = to_image(source - model(source, ones, ones, condition(y, objective))).numpy()
-        cells.append(f"r = t = 1, T 0: {psnr(validation.images, euler).mean():.2f}")
+            output = model(source, ones, ones, condition(y, objective))  # (N, C or 2C, H, W)
+        if objective.kind == "imf":
+            u, v = split_heads(output, source.shape[1])
+            euler = to_image(source - u).numpy()
+            euler_v = to_image(source - v).numpy()
+            cells.append(f"r = t = 1, T 0: {psnr(validation.images, euler).mean():.2f}")
+            cells.append(f"v head, t = 1, T 0: {psnr(validation.images, euler_v).mean():.2f}")
+        else:
+            euler = to_image(source - output).numpy()
+            cells.append(f"r = t = 1, T 0: {psnr(validation.images, euler).mean():.2f}")
         print(f"{kind:12s} " + " | ".join(cells))
 
 
