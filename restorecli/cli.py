@@ -303,8 +303,10 @@ def restore(
 ) -> None:
     """Restore an image (or a folder of images) in one network evaluation.
 
-    Any size works: the image is padded to the patch size and cropped back. Colour input to a
-    grey model is converted with a notice. Example: restorecli restore noisy.png clean.png --steps 1
+    Any size is accepted: the image is padded to the patch size and cropped back. The model
+    restores best at the scale it was trained on (28x28 digits for the shipped one), and a notice
+    says so for a much larger image. Colour input to a grey model is converted with a notice.
+    Example: restorecli restore noisy.png clean.png --steps 1
     """
     _State.debug = _State.debug or debug
     from restorecli.checkpoint import require_task
@@ -399,10 +401,11 @@ def evaluate(
         Optional[int],
         typer.Option("--limit", help="score only N test images spread evenly over the split (all digits), for a quick check; the numbers are then not protocol results"),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="images per network call. Default: 256")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per network call")] = 256,
     seed: SeedOption = 0,
     device: DeviceOption = None,
     config: ConfigOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --report, --markdown and --grid files.")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Score a restorer on the 500 protocol test images (mnist5k-v1) beside classical restorers.
@@ -434,6 +437,9 @@ def evaluate(
     for option, path in (("--report", report), ("--markdown", markdown), ("--grid", grid)):
         if path is not None and path.is_dir():
             raise UsageError(f"{option} {path} is a folder; pass a file name")
+        # Checked before the evaluation runs, so a rejected path costs no minutes of work.
+        if path is not None and path.exists() and not overwrite:
+            raise UsageError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another name")
     resolved = build_config(config, {"device": device} if device else {})
     set_threads(resolved.threads)
     restorer = Restorer.load(checkpoint, resolved.device)

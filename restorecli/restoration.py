@@ -91,6 +91,13 @@ class Restorer:
                 f"converted {source.name} from {image.shape[0]} to {self.channels} channel(s) for this model"
             )
             image = to_channels(image, self.channels)
+        trained_side = self.checkpoint.config.data.image_size
+        if max(image.shape[1:]) > 2 * trained_side:
+            notices.append(
+                f"{source.name} is {image.shape[1]}x{image.shape[2]} pixels, but this model was trained on "
+                f"{trained_side}x{trained_side} images; shapes at another scale may be restored poorly, so "
+                f"resize it to about {trained_side} pixels per side for the best result"
+            )
         return image
 
     def restore_file(self, source: Path, target: Path, steps: int = 1, seed: int = 0, overwrite: bool = False) -> list[str]:

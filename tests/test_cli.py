@@ -209,6 +209,20 @@ def test_restore_odd_size_rgba(tmp_path, tiny_checkpoint):
     assert "colour.png" in notices[0]
 
 
+def test_restore_large_image_notes_scale(tmp_path, tiny_checkpoint):
+    source = rgba_png(tmp_path / "large.png", 40, 90)
+    output = tmp_path / "restored.png"
+
+    result = run_cli("restore", source, output, "--checkpoint", tiny_checkpoint)
+
+    assert result.returncode == 0, result.output
+    assert read_png(output).shape == (40, 90)
+    notices = [line for line in result.output.splitlines() if "trained on" in line]
+    assert len(notices) == 1
+    assert "large.png is 40x90 pixels" in notices[0]
+    assert "28x28" in notices[0]
+
+
 def test_restore_folder(tmp_path, tiny_checkpoint):
     source = tmp_path / "noisy"
     write_digits(source, 2)
@@ -255,6 +269,22 @@ def test_evaluate_report(tmp_path, tiny_checkpoint):
     assert "PSNR" in result.stdout
     for method in methods:
         assert method["name"] in result.stdout
+
+
+def test_evaluate_keeps_existing_report(tmp_path, tiny_checkpoint):
+    report_path = tmp_path / "r.json"
+    report_path.write_text('{"kept": true}', encoding="utf-8")
+    args = ("evaluate", "--noise", "gaussian", "--limit", "2", "--no-baselines", "--checkpoint", tiny_checkpoint,
+            "--report", report_path)
+
+    rejected = run_cli(*args)
+    replaced = run_cli(*args, "--overwrite")
+
+    assert rejected.returncode == 2
+    assert f"--report {report_path} already exists; pass --overwrite" in rejected.output
+    assert "Traceback" not in rejected.output
+    assert replaced.returncode == 0, replaced.output
+    assert json.loads(report_path.read_text(encoding="utf-8"))["noise"] == "gaussian"
 
 
 def test_evaluate_all_kinds_sweep_grid_markdown(tmp_path, tiny_checkpoint):
