@@ -48,7 +48,10 @@ def main(out_dir: Path) -> None:
         before = psnr(clean[part], corrupted[part]).mean()
         after = psnr(clean[part], restored[part]).mean()
         print(f"{kind:12s} PSNR {before:5.2f} dB corrupted -> {after:5.2f} dB restored (1 network evaluation)")
-    print(f"picture grid (clean / corrupted / restored): {out_dir / 'grid.png'}")
+    print(
+        f"picture grid: {out_dir / 'grid.png'} (rows: clean, corrupted, restored; columns: "
+        f"{DIGITS_PER_KIND} each of {', '.join(KINDS)}, left to right)"
+    )
     print(f"try: restorecli restore {out_dir / 'digit-corrupted.png'} {out_dir / 'digit-restored.png'}")
 
 
