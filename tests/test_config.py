@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from restorecli.config import Config, build_config, config_from_json
@@ -65,3 +67,17 @@ def test_json_round_trip():
     config = build_config(None, {"train": {"steps": 7}, "objective": {"kind": "regression"}})
 
     assert config_from_json(config.to_json()) == config
+
+
+REPO_CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+
+
+def test_repo_has_shipped_config():
+    assert "shipped.toml" in [path.name for path in REPO_CONFIGS]
+
+
+@pytest.mark.parametrize("path", REPO_CONFIGS, ids=lambda path: path.name)
+def test_repo_config_loads(path):
+    config = build_config(path, {})
+
+    assert config.train.steps > 0
