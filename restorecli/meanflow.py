@@ -370,8 +370,8 @@ def imf_loss(
 
     # 2. Both heads on every row, with gradients. The v head's target v does not depend on r, so
     #    the v head learns to ignore r and its prediction at (r, t) serves as the velocity at t.
-    #    The authors' JAX code takes the tangent from a second pass at r = t instead. On the shipped
-    #    model the two tangents differ by 5% of the v head's own squared error (bench/imf_tangent.py).
+    #    The authors' JAX code takes the tangent from a second pass at r = t instead. On a 7000-step
+    #    restorer the two tangents differ by 5% of the v head's own squared error (bench/imf_tangent.py).
     #    NOTE: whether training with the second pass restores better is not measured.
     output = model(batch.z, batch.r, batch.t, batch.cond)  # (N, 2C, H, W)
     u, v_hat = split_heads(output, channels)  # (N, C, H, W) each
