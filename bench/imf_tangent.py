@@ -38,7 +38,7 @@ def main() -> None:
     checkpoint = load_checkpoint(path)
     config = checkpoint.config
     if config.objective.kind != "imf":
-        raise SystemExit(f"{path} is a {config.objective.kind} checkpoint; pass an imf checkpoint")
+        raise SystemExit(f"{path} was trained with objective {config.objective.kind}, not imf; pass an imf checkpoint")
     model = load_model(checkpoint, path)
     validation = mnist.load_validation_split()
     spec = config.corruption.to_spec()

@@ -47,15 +47,12 @@ def main(path: str) -> None:
             ones = torch.ones(len(y))
             source = draw_source(y, objective, None, temperature=0.0)
             output = model(source, ones, ones, condition(y, objective))  # (N, C or 2C, H, W)
-        if objective.kind == "imf":
-            u, v = split_heads(output, source.shape[1])
-            euler = to_image(source - u).numpy()
-            euler_v = to_image(source - v).numpy()
-            cells.append(f"r = t = 1, T 0: {psnr(validation.images, euler).mean():.2f}")
+        heads = split_heads(output, source.shape[1]) if objective.kind == "imf" else (output,)
+        euler = to_image(source - heads[0]).numpy()
+        cells.append(f"r = t = 1, T 0: {psnr(validation.images, euler).mean():.2f}")
+        if len(heads) == 2:
+            euler_v = to_image(source - heads[1]).numpy()
             cells.append(f"v head, t = 1, T 0: {psnr(validation.images, euler_v).mean():.2f}")
-        else:
-            euler = to_image(source - output).numpy()
-            cells.append(f"r = t = 1, T 0: {psnr(validation.images, euler).mean():.2f}")
         print(f"{kind:12s} " + " | ".join(cells))
 
 

@@ -304,8 +304,8 @@ def restore(
     """Restore an image (or a folder of images) in one network evaluation.
 
     Any size is accepted: the image is padded to the patch size and cropped back. The model
-    restores best at the scale it was trained on (28x28 digits for the shipped one), and a notice
-    says so for a much larger image. Colour input to a grey model is converted with a notice.
+    restores best at the scale it was trained on (28x28 digits for the shipped one), and restore
+    prints a notice for an image more than twice that size. Colour input to a grey model is converted with a notice.
     Example: restorecli restore noisy.png clean.png --steps 1
     """
     _State.debug = _State.debug or debug
