@@ -93,6 +93,7 @@ def model_for(config: Config) -> nn.Module:
         out_channels=output_channels(config.data.channels, config.objective),
         num_classes=config.model.num_classes,
         conv_head_channels=config.model.conv_head_channels,
+        conv_stem_channels=config.model.conv_stem_channels,
     )
 
 

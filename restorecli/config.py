@@ -42,6 +42,13 @@ class ModelConfig(Section):
             "output from it and the input pixels; 0 = no head (the plain DiT)"
         ),
     )
+    conv_stem_channels: int = Field(
+        0, ge=0, le=512,
+        description=(
+            "DiT only: channels of two 3x3 convolutions at full resolution whose features are "
+            "patchified beside the input pixels; 0 = no stem (the plain DiT)"
+        ),
+    )
     num_classes: int = Field(
         0, ge=0, le=100_000,
         description=(

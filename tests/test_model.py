@@ -124,3 +124,45 @@ def test_conv_head_adds_few_parameters():
 def test_conv_head_rejected_for_unet():
     with pytest.raises(UsageError, match="conv_head_channels 16 is for DiT presets"):
         build_model("UNet-T", channels=1, cond_channels=0, conv_head_channels=16)
+
+
+def test_conv_stem_features_reach_the_output():
+    torch.manual_seed(0)
+    model = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_stem_channels=8)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.05)
+    z = torch.rand((2, 1, 30, 45))  # padded to 32 x 48 inside, cropped back
+    before = model(z, torch.zeros(2), torch.ones(2))
+    with torch.no_grad():
+        model.stem.conv_out.weight.mul_(2.0)
+
+    after = model(z, torch.zeros(2), torch.ones(2))
+
+    assert after.shape == (2, 1, 30, 45)
+    assert (after - before).abs().max() > 1e-4
+
+
+def test_conv_stem_widens_only_the_patch_embedding():
+    plain = count_parameters(build_model("DiT-S/4", channels=1, cond_channels=0, out_channels=2))
+    stemmed = count_parameters(build_model("DiT-S/4", channels=1, cond_channels=0, out_channels=2, conv_stem_channels=16))
+
+    # conv in (1 -> 16), conv out (16 -> 16), each with biases; 16 more features per pixel of a 4 x 4 patch
+    assert stemmed - plain == (1 * 16 * 9 + 16) + (16 * 16 * 9 + 16) + 16 * 4 * 4 * 128
+
+
+def test_conv_stem_keeps_condition_channels_last():
+    model = DiT(channels=1, cond_channels=1, patch=4, dim=32, depth=1, heads=2, conv_stem_channels=8)
+    plain_input = torch.randn(32, 1 * 16 + 8 * 16)  # (D, p*p*(C + S)) of a model without condition channels
+
+    widened = model.widen_input_weight(plain_input)
+
+    assert widened.shape == model.patch_embed.weight.shape
+    grouped = widened.reshape(32, 16, 10)  # (D, p*p, C + S + C_cond)
+    assert torch.count_nonzero(grouped[..., -1]) == 0
+    torch.testing.assert_close(grouped[..., :-1], plain_input.reshape(32, 16, 9))
+
+
+def test_conv_stem_rejected_for_unet():
+    with pytest.raises(UsageError, match="conv_stem_channels 16 is for DiT presets"):
+        build_model("UNet-T", channels=1, cond_channels=0, conv_stem_channels=16)

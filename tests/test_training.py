@@ -166,9 +166,9 @@ def test_objective_checkpoint_restores_by_cli(tmp_path, digit_png, preset, kind)
     assert np.abs(actual - read_image(digit_png)).max() > 1 / 255  # restoring changed the image
 
 
-def test_conv_head_trains_and_restores(tmp_path, digit_png):
+def test_conv_head_and_stem_train_and_restore(tmp_path, digit_png):
     config = build_config(None, {
-        "model": {"preset": "DiT-T/4", "conv_head_channels": 8},
+        "model": {"preset": "DiT-T/4", "conv_head_channels": 8, "conv_stem_channels": 4},
         "objective": {"kind": "imf"},
         "corruption": {"noise": "salt-pepper"},
         "train": {"steps": 3, "batch_size": 8, "val_every": 3, "val_images": 16, "checkpoint_every": 3,
@@ -182,6 +182,8 @@ def test_conv_head_trains_and_restores(tmp_path, digit_png):
     assert checkpoint.config.model.conv_head_channels == 8
     assert any(name.startswith("model.head.") for name in checkpoint.tensors)
     assert torch.count_nonzero(checkpoint.tensors["model.head.conv_out.weight"]) > 0  # the head was trained
+    assert checkpoint.config.model.conv_stem_channels == 4
+    assert checkpoint.tensors["model.patch_embed.weight"].shape[1] == (1 + 4) * 4 * 4
     restored_path = tmp_path / "restored.png"
     restored = run_cli("restore", digit_png, restored_path, "--checkpoint", result.final_checkpoint, "--device", "cpu")
     assert restored.returncode == 0, restored.output

@@ -213,6 +213,25 @@ class ConvHead(nn.Module):
         return self.conv_out(F.gelu(features, approximate="tanh"))  # (N, C_out, H', W')
 
 
+class ConvStem(nn.Module):
+    """Full-resolution features of the input pixels, patchified beside them.
+
+    The patch embedding is linear in each token's p x p pixels, so a nonlinear local test, such as
+    whether a bright pixel is isolated on a dark background, is left to the transformer blocks,
+    which see each patch as one vector. Two 3x3 convolutions with a GELU between them compute such
+    features at full resolution before the pixels are grouped into tokens.
+    """
+
+    def __init__(self, in_channels: int, width: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(width, width, kernel_size=3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        features = F.gelu(self.conv_in(z), approximate="tanh")  # (N, width, H', W')
+        return self.conv_out(features)  # (N, width, H', W')
+
+
 # ----------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------
@@ -235,6 +254,7 @@ class DiT(ConditionedBackbone):
         out_channels: int | None = None,
         num_classes: int = 0,
         conv_head_channels: int = 0,
+        conv_stem_channels: int = 0,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -245,7 +265,10 @@ class DiT(ConditionedBackbone):
         self.patch = patch
         self.dim = dim
 
-        self.patch_embed = nn.Linear((channels + cond_channels) * patch * patch, dim)
+        # The stem reads z but not the condition channels, like the head below. Token features
+        # are laid out per pixel as (z, stem features, condition channels).
+        self.stem = ConvStem(channels, conv_stem_channels) if conv_stem_channels > 0 else None
+        self.patch_embed = nn.Linear((channels + conv_stem_channels + cond_channels) * patch * patch, dim)
         self.t_embed = TimeEmbedder(dim, scale=time_scale)
         self.gap_embed = TimeEmbedder(dim, scale=time_scale)  # embeds t - r
         # Only class-conditional generators have label and guidance inputs, so restorers keep their weights.
@@ -325,6 +348,9 @@ class DiT(ConditionedBackbone):
         p = self.patch
         x = join_and_pad(z, cond, p)  # (N, C + C_cond, H', W')
         rows, cols = x.shape[-2] // p, x.shape[-1] // p
+        pixels = x[:, : self.channels]  # (N, C, H', W')
+        if self.stem is not None:
+            x = torch.cat([pixels, self.stem(pixels), x[:, self.channels :]], dim=1)  # (N, C + S + C_cond, H', W')
 
         tokens = rearrange(x, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)  # (N, T, p*p*C_in)
         tokens = self.patch_embed(tokens) + self.positions(rows, cols, x.device)  # (N, T, D)
@@ -336,5 +362,5 @@ class DiT(ConditionedBackbone):
         out = self.final(tokens, c)  # (N, T, p*p*C_out)
         out = rearrange(out, "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=rows, w=cols, p1=p, p2=p)
         if self.head is not None:
-            out = out + self.head(out, x[:, : self.channels], c)  # (N, C_out, H', W')
+            out = out + self.head(out, pixels, c)  # (N, C_out, H', W')
         return out[..., :height, :width]  # (N, C_out, H, W)

@@ -52,13 +52,20 @@ def build_model(
     out_channels: int | None = None,
     num_classes: int = 0,
     conv_head_channels: int = 0,
+    conv_stem_channels: int = 0,
 ) -> nn.Module:
     """Build the preset's network; `out_channels` defaults to `channels` (one prediction head).
 
     `num_classes > 0` adds class-label (with a null class) and guidance-scale inputs.
-    `conv_head_channels > 0` adds a DiT's full-resolution convolution head.
+    `conv_head_channels > 0` adds a DiT's full-resolution convolution head, and
+    `conv_stem_channels > 0` a convolution stem before its patch embedding.
     """
     if preset in UNET_PRESETS:
+        if conv_stem_channels > 0:
+            raise UsageError(
+                f"model.conv_stem_channels {conv_stem_channels} is for DiT presets, and {preset} is a UNet, "
+                "which already works at full resolution; set it to 0 or choose a DiT preset"
+            )
         if conv_head_channels > 0:
             raise UsageError(
                 f"model.conv_head_channels {conv_head_channels} is for DiT presets, and {preset} is a UNet, "
@@ -92,6 +99,7 @@ def build_model(
         out_channels=out_channels,
         num_classes=num_classes,
         conv_head_channels=conv_head_channels,
+        conv_stem_channels=conv_stem_channels,
     )
 
 
