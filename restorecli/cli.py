@@ -127,6 +127,7 @@ def train(
     run_dir: RunDirOption = None,
     data: DataOption = None,
     device: DeviceOption = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=0, help="CPU threads for torch; 0 keeps torch's default. A CPU run repeats its sums exactly only with the same count. Example: --threads 2")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="start from this checkpoint's weights, e.g. to keep training a restorer on another corruption; its model and objective are kept")] = None,
     resume: ResumeOption = False,
     debug: DebugOption = False,
@@ -142,6 +143,7 @@ def train(
     overrides = _training_overrides(
         noise, steps, batch_size, lr, seed, run_dir, data, device, model, objective, source, task
     )
+    _set(overrides, "threads", threads)
     if init_from is not None:
         if resume:
             raise UsageError("--resume continues a run folder and --init-from starts a new one; give one of them")

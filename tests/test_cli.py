@@ -372,12 +372,13 @@ def test_train_init_from_restorer_checkpoint(tmp_path, tiny_checkpoint, tiny_con
 
     result = run_cli(
         "train", "--init-from", tiny_checkpoint, "--steps", "3", "--run-dir", run_dir,
-        "--config", tiny_config, "--batch-size", "8", "--noise", "blur", "--device", "cpu",
+        "--config", tiny_config, "--batch-size", "8", "--noise", "blur", "--device", "cpu", "--threads", "1",
     )
 
     assert result.returncode == 0, result.output
     final = load_checkpoint(run_dir / "checkpoints" / "final.safetensors")
     assert final.meta["step"] == 3
+    assert final.config.threads == 1
     assert final.config.model == load_checkpoint(tiny_checkpoint).config.model
     assert final.config.corruption.noise == "blur"
     assert (run_dir / "metrics.jsonl").is_file()
