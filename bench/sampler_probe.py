@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
 
+from bench.validation_kinds import corrupted_validation
 from restorecli.checkpoint import load_checkpoint, load_model
-from restorecli.corruptions import KINDS, protocol_corrupt
 from restorecli.data import mnist
 from restorecli.meanflow import condition, draw_source, restore, split_heads
 from restorecli.metrics import psnr
-from restorecli.normalize import to_image, to_network
+from restorecli.normalize import to_image
 
 
 def main(path: str) -> None:
@@ -34,9 +33,7 @@ def main(path: str) -> None:
     validation = mnist.load_validation_split()
     print(f"{path}: step {checkpoint.meta['step']}")
 
-    for kind in KINDS:
-        corrupted = np.stack([protocol_corrupt(image, kind, int(row))[0] for image, row in zip(validation.images, validation.rows)])
-        y = to_network(torch.from_numpy(corrupted))
+    for kind, y in corrupted_validation(validation.images, validation.rows).items():
         cells = []
         for temperature in (1.0, 0.0):
             for steps in (1, 2, 4):
