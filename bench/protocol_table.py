@@ -1,7 +1,7 @@
 """Protocol v1 numbers for one or more checkpoints on all five kinds, as JSON and a Markdown table.
 
 Usage: python -m bench.protocol_table --checkpoint A.safetensors [--checkpoint B.safetensors]
-       [--steps 1,2,4] [--json docs/results/protocol.json] [--no-baselines]
+       [--steps 1,2,4] [--velocity instantaneous] [--json docs/results/protocol.json] [--no-baselines]
 
 Each kind runs the full `restorecli evaluate` protocol (500 test images) for every checkpoint;
 the classical baselines run once per kind. The Markdown table goes to standard output.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from restorecli.checkpoint import load_checkpoint
 from restorecli.corruptions import KINDS
 from restorecli.evaluation import evaluate
 from restorecli.restoration import Restorer
@@ -39,9 +40,16 @@ def main() -> None:
     parser.add_argument("--steps", default="1", help="NFE per image, or a comma list such as 1,2,4")
     parser.add_argument("--json", type=Path, default=None, help="write all reports to this JSON file")
     parser.add_argument("--no-baselines", action="store_true", help="skip the classical restorers")
+    parser.add_argument(
+        "--velocity", choices=("average", "instantaneous"), default=None,
+        help="head the sampler of every imf checkpoint steps with (default: each checkpoint's restore_velocity)",
+    )
     args = parser.parse_args()
 
-    restorers = [Restorer.load(path, "auto") for path in args.checkpoint]
+    restorers = [
+        Restorer.load(path, "auto", args.velocity if load_checkpoint(path).config.objective.kind == "imf" else None)
+        for path in args.checkpoint
+    ]
     reports = []
     started = time.perf_counter()
     for kind in KINDS:

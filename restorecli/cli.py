@@ -40,6 +40,17 @@ CheckpointOption = Annotated[
 StepsOption = Annotated[int, typer.Option("--steps", help="network evaluations (NFE) per image. Example: --steps 2")]
 SeedOption = Annotated[int, typer.Option("--seed", help="seed of every random draw (corruption, source noise)")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")]
+VelocityOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--velocity",
+        help=(
+            "head an imf model steps with: average (u, MeanFlow steps) or instantaneous (v, Euler steps; "
+            "1 step is then the posterior-mean estimate). Default: the checkpoint's restore_velocity. "
+            "Example: --velocity average"
+        ),
+    ),
+]
 
 
 class _State:
@@ -179,7 +190,9 @@ def _config_from_checkpoint(path: Path, config: Path | None, overrides: dict[str
             f"restorer use `restorecli finetune --from {path}`"
         )
     resolved = build_config(config, overrides, base=base)
-    changes = config_changes(checkpoint.config, resolved, ("task", "model", "objective", "data.channels"))
+    # The restore_* settings only choose how the sampler restores, so a new stage may change them.
+    trained = tuple(f"objective.{name}" for name in type(resolved.objective).model_fields if not name.startswith("restore_"))
+    changes = config_changes(checkpoint.config, resolved, ("task", "model", *trained, "data.channels"))
     if changes:
         raise UsageError(
             f"--init-from {path} keeps its task, model, objective and channels, but the config changes "
@@ -297,6 +310,7 @@ def restore(
     target: Annotated[Path, typer.Argument(help="output PNG, or output folder for a folder input")],
     checkpoint: CheckpointOption = None,
     steps: StepsOption = 1,
+    velocity: VelocityOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = None,
     config: ConfigOption = None,
@@ -319,7 +333,7 @@ def restore(
 
     resolved = build_config(config, {"device": device} if device else {})
     set_threads(resolved.threads)
-    restorer = Restorer.load(checkpoint, resolved.device)
+    restorer = Restorer.load(checkpoint, resolved.device, velocity)
     require_task(restorer.checkpoint, restorer.checkpoint_path, "restore", RESTORER_FIX)
     restorer.check_steps(steps)
     if source.is_dir():
@@ -404,6 +418,7 @@ def evaluate(
         typer.Option("--limit", help="score only N test images spread evenly over the split (all digits), for a quick check; the numbers are then not protocol results"),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per network call")] = 256,
+    velocity: VelocityOption = None,
     seed: SeedOption = 0,
     device: DeviceOption = None,
     config: ConfigOption = None,
@@ -444,7 +459,7 @@ def evaluate(
             raise UsageError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another name")
     resolved = build_config(config, {"device": device} if device else {})
     set_threads(resolved.threads)
-    restorer = Restorer.load(checkpoint, resolved.device)
+    restorer = Restorer.load(checkpoint, resolved.device, velocity)
     require_task(restorer.checkpoint, restorer.checkpoint_path, "restore", RESTORER_FIX)
     if restorer.channels != 1:
         raise UsageError(f"{restorer.checkpoint_path} restores {restorer.channels}-channel images; the protocol is 1-channel MNIST")

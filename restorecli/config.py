@@ -81,6 +81,14 @@ class ObjectiveConfig(Section):
         1.0, ge=0.0, le=1.0,
         description="scale of the source noise when restoring: 1 as in training, 0 starts at its mean (deterministic)",
     )
+    restore_velocity: Literal["average", "instantaneous"] = Field(
+        "average",
+        description=(
+            "velocity the sampler steps with when restoring: average (u, MeanFlow steps) or instantaneous "
+            "(Euler steps with imf's v head; one step then estimates the posterior mean E[x | y]). "
+            "meanflow has no v head, flow_matching's one head is instantaneous, regression takes one step"
+        ),
+    )
     equal_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="share of rows with r = t (meanflow, imf; flow_matching ignores it)"
     )
@@ -97,6 +105,11 @@ class ObjectiveConfig(Section):
     def _fractions_fit(self) -> "ObjectiveConfig":
         if self.equal_fraction + self.corner_fraction > 1.0:
             raise ValueError("equal_fraction + corner_fraction must be at most 1")
+        if self.kind == "meanflow" and self.restore_velocity == "instantaneous":
+            raise ValueError(
+                "restore_velocity 'instantaneous' needs a v head, and objective kind 'meanflow' has none; "
+                "set restore_velocity = 'average' or train objective kind 'imf'"
+            )
         if self.kind != "regression" and self.source == "bridge" and self.condition_on_y and self.source_sigma == 0:
             # The bridge shortcut: from z_t and y the network solves x = (z_t - t*y) / (1 - t).
             raise ValueError(

@@ -208,7 +208,7 @@ def evaluate(
         outputs[(result.name, result.nfe)] = restored
 
     # The model at each NFE: one warm-up batch first, so that the timing excludes one-off start-up costs.
-    label = f"{restorer.objective.kind} {restorer.checkpoint.config.model.preset}"
+    label = restorer.label
     for count in steps:
         if on_method:
             on_method(f"{label}, {count} NFE")

@@ -27,6 +27,9 @@ from torch.func import jvp
 
 from restorecli.config import GenerateConfig, ObjectiveConfig
 
+# The values of `ObjectiveConfig.restore_velocity`: which head the sampler steps with.
+VELOCITIES = ("average", "instantaneous")
+
 
 @dataclass
 class LossOutput:
@@ -158,7 +161,7 @@ def split_heads(output: torch.Tensor, channels: int) -> tuple[torch.Tensor, torc
     return output[:, :channels], output[:, channels:]
 
 
-def average_velocity(
+def step_velocity(
     model: nn.Module,
     z: torch.Tensor,
     r: torch.Tensor,
@@ -166,11 +169,18 @@ def average_velocity(
     cond: torch.Tensor | None,
     objective: ObjectiveConfig,
     classes: ClassCondition | None = None,
+    velocity: str = "average",
 ) -> torch.Tensor:
-    """Evaluate u(z, r, t | cond, classes), (N, C, H, W): the u head for `imf`, the whole output otherwise."""
+    """Evaluate the velocity a sampler step uses, (N, C, H, W), at (z, r, t | cond, classes).
+
+    That is the average velocity u: the u head for `imf`, the whole output otherwise. With
+    `velocity` 'instantaneous' an `imf` network returns its v head instead, the velocity at t,
+    which it learns to predict whatever r is.
+    """
     output = _forward(model, z, r, t, cond, classes)
     if objective.kind == "imf":
-        return split_heads(output, z.shape[1])[0]
+        u, v = split_heads(output, z.shape[1])
+        return v if velocity == "instantaneous" else u
     return output
 
 
@@ -454,6 +464,7 @@ def restore(
     steps: int = 1,
     generator: torch.Generator | None = None,
     temperature: float | None = None,
+    velocity: str | None = None,
 ) -> torch.Tensor:
     """Run the sampler from the source of y (N, C, H, W) back to t = 0 in `steps` network calls.
 
@@ -462,13 +473,23 @@ def restore(
     is queried at r = t, u(z, t_k, t_k), which is its instantaneous velocity, so its N steps are
     Euler steps. A regression model always takes one step. The source noise is scaled by
     `temperature`, by default the objective's `restore_temperature`.
+
+    `velocity` 'instantaneous' (default: the objective's `restore_velocity`) makes an `imf` model
+    step with its v head in the same calls, so its steps are Euler steps too. In the bridge form
+    without source noise one such step is x_hat = y - v(y, 1), and v(y, 1) is trained towards
+    y - x, so it estimates the posterior mean E[x | y], the estimate with the lowest squared error.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    velocity = objective.restore_velocity if velocity is None else velocity
+    if velocity not in VELOCITIES:
+        raise ValueError(f"velocity must be one of {', '.join(VELOCITIES)}, got {velocity!r}")
+    if velocity == "instantaneous" and objective.kind == "meanflow":
+        raise ValueError("a meanflow network has no v head; restore it with velocity 'average'")
     cond = condition(y, objective)
     scale = objective.restore_temperature if temperature is None else temperature
     z = draw_source(y, objective, generator, scale)  # (N, C, H, W)
-    return _integrate(model, z, cond, objective, steps)
+    return _integrate(model, z, cond, objective, steps, velocity=velocity)
 
 
 def _integrate(
@@ -478,6 +499,7 @@ def _integrate(
     objective: ObjectiveConfig,
     steps: int,
     classes: ClassCondition | None = None,
+    velocity: str = "average",
 ) -> torch.Tensor:
     """Walk z (N, C, H, W) from t = 1 to t = 0 on the grid t_k = 1 - k / steps."""
     n = z.shape[0]
@@ -485,7 +507,7 @@ def _integrate(
     for k in range(steps):
         t = grid[k].expand(n)  # (N,)
         r = t if objective.kind == "flow_matching" else grid[k + 1].expand(n)  # (N,)
-        u = average_velocity(model, z, r, t, cond, objective, classes)  # (N, C, H, W)
+        u = step_velocity(model, z, r, t, cond, objective, classes, velocity)  # (N, C, H, W)
         z = z - (grid[k] - grid[k + 1]) * u.to(z.dtype)
     return z
 

@@ -14,7 +14,7 @@ from restorecli.checkpoint import Checkpoint, load_checkpoint, load_model
 from restorecli.data.images import read_image, to_channels, write_png
 from restorecli.device import autocast, choose_device
 from restorecli.errors import RestoreCliError, UsageError
-from restorecli.meanflow import restore
+from restorecli.meanflow import VELOCITIES, restore
 from restorecli.normalize import to_image, to_network
 
 SHIPPED_WEIGHTS = "restorer-mixed.safetensors"
@@ -38,15 +38,27 @@ class Restorer:
     checkpoint: Checkpoint
     model: torch.nn.Module
     device: torch.device
+    velocity: str = "average"
     notices: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path | None = None, device: str = "auto") -> "Restorer":
+    def load(cls, path: Path | None = None, device: str = "auto", velocity: str | None = None) -> "Restorer":
+        """Load a checkpoint; `velocity` overrides the sampler head its config chose (restore_velocity)."""
         path = Path(path) if path is not None else shipped_weights()
         checkpoint = load_checkpoint(path)
+        objective = checkpoint.config.objective
+        if velocity is None:
+            velocity = objective.restore_velocity
+        if velocity not in VELOCITIES:
+            raise UsageError(f"--velocity {velocity!r} is invalid; choose one of {', '.join(VELOCITIES)}")
+        if velocity == "instantaneous" and objective.kind == "meanflow":
+            raise UsageError(
+                f"--velocity instantaneous needs a v head, and {path} is a meanflow model, which has none; "
+                "use --velocity average or an imf checkpoint"
+            )
         target = choose_device(device)
         model = load_model(checkpoint, path).to(target)
-        return cls(checkpoint_path=path, checkpoint=checkpoint, model=model, device=target)
+        return cls(checkpoint_path=path, checkpoint=checkpoint, model=model, device=target, velocity=velocity)
 
     @property
     def channels(self) -> int:
@@ -55,6 +67,14 @@ class Restorer:
     @property
     def objective(self):
         return self.checkpoint.config.objective
+
+    @property
+    def label(self) -> str:
+        """Name the model in reports by objective and preset, plus the head for an imf model."""
+        name = f"{self.objective.kind} {self.checkpoint.config.model.preset}"
+        if self.objective.kind == "imf":
+            name += " v head" if self.velocity == "instantaneous" else " u head"
+        return name
 
     def check_steps(self, steps: int) -> None:
         if steps < 1:
@@ -79,7 +99,7 @@ class Restorer:
         for start in range(0, len(images), batch_size):
             y = to_network(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(self.device))
             with autocast(self.device):
-                x_hat = restore(self.model, y, self.objective, steps=steps, generator=generator)
+                x_hat = restore(self.model, y, self.objective, steps=steps, generator=generator, velocity=self.velocity)
             outputs.append(to_image(x_hat.float()).cpu().numpy())
         return np.concatenate(outputs)
 

@@ -150,6 +150,12 @@ ERROR_CASES = {
     ),
     # Network evaluations.
     "restore-zero-steps": ErrorCase(Call((*restore_args("digit.png", "out.png"), "--steps", "0")), 2, ("--steps 0", "1 or more")),
+    "restore-unknown-velocity": ErrorCase(
+        Call((*restore_args("digit.png", "out.png"), "--velocity", "sideways")), 2, ("sideways", "average, instantaneous")
+    ),
+    "restore-meanflow-instantaneous": ErrorCase(
+        Call((*restore_args("digit.png", "out.png"), "--velocity", "instantaneous")), 2, ("meanflow", "--velocity average")
+    ),
     "evaluate-zero-steps": ErrorCase(
         Call(("evaluate", "--noise", "block", "--checkpoint", "{checkpoint}", "--steps", "0", "--report", "report.json")),
         2,

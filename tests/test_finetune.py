@@ -182,6 +182,25 @@ def test_init_from_names_changed_objective(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_init_from_accepts_new_restore_settings(tiny_checkpoint, tmp_path):
+    sampler_only = tmp_path / "sampler.toml"
+    sampler_only.write_text("[objective]\nrestore_temperature = 0.0\n", encoding="utf-8")
+    with_training_change = tmp_path / "corner.toml"
+    with_training_change.write_text("[objective]\nrestore_temperature = 0.0\ncorner_fraction = 0.4\n", encoding="utf-8")
+    common = ["train", "--init-from", tiny_checkpoint, "--steps", "1", "--batch-size", "4", "--device", "cpu"]
+
+    accepted = run_cli(*common, "--config", sampler_only, "--run-dir", tmp_path / "run")
+    rejected = run_cli(*common, "--config", with_training_change, "--run-dir", tmp_path / "other")
+
+    assert accepted.returncode == 0, accepted.output
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.safetensors")
+    assert final.config.objective.restore_temperature == 0.0
+    assert rejected.returncode == 2
+    assert "objective.corner_fraction 0.4 (was 0.25)" in rejected.stderr
+    assert "restore_temperature" not in rejected.stderr
+    assert not (tmp_path / "other").exists()
+
+
 def test_init_from_generator_rejects_noise(generator_run, tmp_path):
     checkpoint = generator_run / "checkpoints" / "final.safetensors"
 

@@ -66,6 +66,14 @@ class TwoHeadExactFlow(ExactSinglePointFlow):
         return torch.cat([u, v], dim=1)  # (N, 2C, H, W)
 
 
+class ExactVHeadOnly(ExactSinglePointFlow):
+    """An imf network for one image x0 with the exact v head (z - x0) / t and a wrong constant u head."""
+
+    def forward(self, z, r, t, cond=None):
+        v = super().forward(z, r, t, cond)
+        return torch.cat([torch.full_like(z, 3.0), v], dim=1)  # (N, 2C, H, W)
+
+
 class TimeRecorder(ExactSinglePointFlow):
     """The exact single-point flow that also records the (r, t) of every call."""
 
@@ -349,6 +357,28 @@ def test_imf_restore_uses_u_head(steps):
     x_hat = restore(model, y, objective, steps=steps, generator=torch.Generator().manual_seed(3))
 
     torch.testing.assert_close(x_hat, x0.expand_as(x_hat), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_imf_restore_instantaneous_uses_v_head(steps):
+    torch.manual_seed(0)
+    x0 = torch.rand((1, 1, 12, 12), dtype=torch.float64) * 2 - 1
+    y = (x0 + 0.3 * torch.randn_like(x0)).expand(5, -1, -1, -1)
+    objective = ObjectiveConfig(kind="imf", source_sigma=0.5, restore_velocity="instantaneous")
+    model = ExactVHeadOnly(x0)
+
+    x_hat = restore(model, y, objective, steps=steps, generator=torch.Generator().manual_seed(3))
+    x_average = restore(model, y, objective, steps=steps, generator=torch.Generator().manual_seed(3), velocity="average")
+
+    torch.testing.assert_close(x_hat, x0.expand_as(x_hat), rtol=0, atol=1e-10)
+    assert (x_average - x0).abs().max() > 1.0
+
+
+def test_meanflow_has_no_instantaneous_velocity():
+    with pytest.raises(ValueError, match="needs a v head"):
+        ObjectiveConfig(kind="meanflow", restore_velocity="instantaneous")
+    with pytest.raises(ValueError, match="has no v head"):
+        restore(random_tiny_dit(), torch.zeros((1, 1, 8, 8), dtype=torch.float64), ObjectiveConfig(), velocity="instantaneous")
 
 
 def test_flow_matching_times_have_r_equal_t():

@@ -189,6 +189,18 @@ def test_conv_head_and_stem_train_and_restore(tmp_path, digit_png):
     assert restored.returncode == 0, restored.output
     assert read_image(restored_path).shape == (1, 28, 28)
 
+    # The v head restores in the same single call and gives another image than the u head.
+    v_path = tmp_path / "restored-v.png"
+    restored_v = run_cli(
+        "restore", digit_png, v_path, "--checkpoint", result.final_checkpoint, "--device", "cpu", "--velocity", "instantaneous"
+    )
+    assert restored_v.returncode == 0, restored_v.output
+    corrupted = read_image(digit_png)[None]
+    by_u = Restorer.load(result.final_checkpoint, "cpu", "average").restore_batch(corrupted)
+    by_v = Restorer.load(result.final_checkpoint, "cpu", "instantaneous").restore_batch(corrupted)
+    assert not np.array_equal(by_u, by_v)
+    np.testing.assert_allclose(read_image(v_path), by_v[0], rtol=0, atol=1 / 255)  # the PNG stores 8 bits
+
 
 def test_train_cli_objective_option(tmp_path):
     config_file = tmp_path / "small.toml"
