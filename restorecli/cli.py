@@ -47,6 +47,7 @@ VelocityOption = Annotated[
         help=(
             "head an imf model steps with: average (u, MeanFlow steps) or instantaneous (v, Euler steps; "
             "1 step is then the posterior-mean estimate). Default: the checkpoint's restore_velocity. "
+            "regression and flow_matching models have one head and ignore it; meanflow has no v head. "
             "Example: --velocity average"
         ),
     ),
@@ -170,6 +171,13 @@ def train(
         if saved.is_file():
             base = json.loads(saved.read_text(encoding="utf-8"))
     _run_training(build_config(config, overrides, base=base), resume=resume)
+
+
+def _head_note(restorer) -> str:
+    """Name the head an imf model restored with, for the restore message; other models have one."""
+    if restorer.objective.kind != "imf":
+        return ""
+    return ", v head" if restorer.velocity == "instantaneous" else ", u head"
 
 
 def _config_from_checkpoint(path: Path, config: Path | None, overrides: dict[str, Any]):
@@ -317,7 +325,7 @@ def restore(
     overwrite: OverwriteOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Restore an image (or a folder of images) in one network evaluation.
+    """Restore an image (or a folder of images), in one network evaluation by default.
 
     Any size is accepted: the image is padded to the patch size and cropped back. The model
     restores best at the scale it was trained on (28x28 digits for the shipped one), and restore
@@ -342,11 +350,11 @@ def restore(
         pairs = folder_pairs(source, target, overwrite)
         for notice in restorer.restore_files(pairs, steps=steps, seed=seed):
             console.print(f"[yellow]note:[/] {notice}")
-        console.print(f"restored {len(pairs)} image(s) into {target} with {steps} network evaluation(s) each")
+        console.print(f"restored {len(pairs)} image(s) into {target} with {steps} network evaluation(s) each{_head_note(restorer)}")
         return
     for notice in restorer.restore_file(source, target, steps=steps, seed=seed, overwrite=overwrite):
         console.print(f"[yellow]note:[/] {notice}")
-    console.print(f"restored {source} -> {target} ({steps} network evaluation{'s' if steps > 1 else ''})")
+    console.print(f"restored {source} -> {target} ({steps} network evaluation{'s' if steps > 1 else ''}{_head_note(restorer)})")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,5 +50,6 @@ def test_restore_command_uses_shipped_weights(tmp_path):
     result = run_cli("restore", source, tmp_path / "out.png")
 
     assert result.returncode == 0, result.output
+    assert "(1 network evaluation, v head)" in result.stdout
     restored = np.asarray(Image.open(tmp_path / "out.png"), dtype=np.float32)[None, None] / 255.0
     assert psnr(split.images[100][None], restored)[0] > psnr(split.images[100][None], corrupted[None])[0] + 3.0

@@ -195,6 +195,8 @@ def test_conv_head_and_stem_train_and_restore(tmp_path, digit_png):
         "restore", digit_png, v_path, "--checkpoint", result.final_checkpoint, "--device", "cpu", "--velocity", "instantaneous"
     )
     assert restored_v.returncode == 0, restored_v.output
+    assert ", v head)" in restored_v.stdout
+    assert ", u head)" in restored.stdout
     corrupted = read_image(digit_png)[None]
     by_u = Restorer.load(result.final_checkpoint, "cpu", "average").restore_batch(corrupted)
     by_v = Restorer.load(result.final_checkpoint, "cpu", "instantaneous").restore_batch(corrupted)
