@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from restorecli.checkpoint import load_checkpoint
 from restorecli.corruptions import KINDS
 from restorecli.evaluation import evaluate
+from restorecli.meanflow import VELOCITIES
 from restorecli.restoration import Restorer
 
 
@@ -41,15 +41,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write all reports to this JSON file")
     parser.add_argument("--no-baselines", action="store_true", help="skip the classical restorers")
     parser.add_argument(
-        "--velocity", choices=("average", "instantaneous"), default=None,
+        "--velocity", choices=VELOCITIES, default=None,
         help="head the sampler of every imf checkpoint steps with (default: each checkpoint's restore_velocity)",
     )
     args = parser.parse_args()
 
-    restorers = [
-        Restorer.load(path, "auto", args.velocity if load_checkpoint(path).config.objective.kind == "imf" else None)
-        for path in args.checkpoint
-    ]
+    restorers = [Restorer.load(path, "auto") for path in args.checkpoint]
+    for restorer in restorers:
+        if args.velocity is not None and restorer.objective.kind == "imf":
+            restorer.velocity = args.velocity
     reports = []
     started = time.perf_counter()
     for kind in KINDS:

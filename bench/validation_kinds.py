@@ -16,7 +16,7 @@ import torch
 from restorecli.checkpoint import load_checkpoint, load_model
 from restorecli.corruptions import KINDS, protocol_corrupt
 from restorecli.data import mnist
-from restorecli.meanflow import restore
+from restorecli.meanflow import VELOCITIES, restore
 from restorecli.metrics import psnr
 from restorecli.normalize import to_image, to_network
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+")
     parser.add_argument(
-        "--velocity", choices=("average", "instantaneous"), default=None,
+        "--velocity", choices=VELOCITIES, default=None,
         help="head the sampler of every imf checkpoint steps with (default: each checkpoint's restore_velocity)",
     )
     args = parser.parse_args()

@@ -173,13 +173,6 @@ def train(
     _run_training(build_config(config, overrides, base=base), resume=resume)
 
 
-def _head_note(restorer) -> str:
-    """Name the head an imf model restored with, for the restore message; other models have one."""
-    if restorer.objective.kind != "imf":
-        return ""
-    return ", v head" if restorer.velocity == "instantaneous" else ", u head"
-
-
 def _config_from_checkpoint(path: Path, config: Path | None, overrides: dict[str, Any]):
     """Resolve the config of a run that starts from a checkpoint of the same task, keeping its model and objective."""
     from restorecli.checkpoint import load_checkpoint
@@ -350,11 +343,11 @@ def restore(
         pairs = folder_pairs(source, target, overwrite)
         for notice in restorer.restore_files(pairs, steps=steps, seed=seed):
             console.print(f"[yellow]note:[/] {notice}")
-        console.print(f"restored {len(pairs)} image(s) into {target} with {steps} network evaluation(s) each{_head_note(restorer)}")
+        console.print(f"restored {len(pairs)} image(s) into {target} with {steps} network evaluation(s) each{'' if restorer.head is None else ', ' + restorer.head}")
         return
     for notice in restorer.restore_file(source, target, steps=steps, seed=seed, overwrite=overwrite):
         console.print(f"[yellow]note:[/] {notice}")
-    console.print(f"restored {source} -> {target} ({steps} network evaluation{'s' if steps > 1 else ''}{_head_note(restorer)})")
+    console.print(f"restored {source} -> {target} ({steps} network evaluation{'s' if steps > 1 else ''}{'' if restorer.head is None else ', ' + restorer.head})")
 
 
 # ----------------------------------------------------------------------------------------------

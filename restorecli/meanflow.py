@@ -456,6 +456,17 @@ def training_loss(
     return meanflow_loss(model, x, y, objective, generator, jvp_model, classes)
 
 
+def check_velocity(velocity: str, kind: str) -> None:
+    """Raise ValueError unless a network of objective `kind` can step with `velocity`."""
+    if velocity not in VELOCITIES:
+        raise ValueError(f"velocity {velocity!r} is invalid; choose one of {', '.join(VELOCITIES)}")
+    if velocity == "instantaneous" and kind == "meanflow":
+        raise ValueError(
+            "velocity 'instantaneous' needs a v head, and a meanflow network has none; "
+            "use velocity 'average' or an imf checkpoint"
+        )
+
+
 @torch.no_grad()
 def restore(
     model: nn.Module,
@@ -482,10 +493,7 @@ def restore(
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     velocity = objective.restore_velocity if velocity is None else velocity
-    if velocity not in VELOCITIES:
-        raise ValueError(f"velocity must be one of {', '.join(VELOCITIES)}, got {velocity!r}")
-    if velocity == "instantaneous" and objective.kind == "meanflow":
-        raise ValueError("a meanflow network has no v head; restore it with velocity 'average'")
+    check_velocity(velocity, objective.kind)
     cond = condition(y, objective)
     scale = objective.restore_temperature if temperature is None else temperature
     z = draw_source(y, objective, generator, scale)  # (N, C, H, W)

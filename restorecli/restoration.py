@@ -14,7 +14,7 @@ from restorecli.checkpoint import Checkpoint, load_checkpoint, load_model
 from restorecli.data.images import read_image, to_channels, write_png
 from restorecli.device import autocast, choose_device
 from restorecli.errors import RestoreCliError, UsageError
-from restorecli.meanflow import VELOCITIES, restore
+from restorecli.meanflow import check_velocity, restore
 from restorecli.normalize import to_image, to_network
 
 SHIPPED_WEIGHTS = "restorer-mixed.safetensors"
@@ -49,13 +49,10 @@ class Restorer:
         objective = checkpoint.config.objective
         if velocity is None:
             velocity = objective.restore_velocity
-        if velocity not in VELOCITIES:
-            raise UsageError(f"--velocity {velocity!r} is invalid; choose one of {', '.join(VELOCITIES)}")
-        if velocity == "instantaneous" and objective.kind == "meanflow":
-            raise UsageError(
-                f"--velocity instantaneous needs a v head, and {path} is a meanflow model, which has none; "
-                "use --velocity average or an imf checkpoint"
-            )
+        try:
+            check_velocity(velocity, objective.kind)
+        except ValueError as error:
+            raise UsageError(f"--{error} (checkpoint {path})") from None
         target = choose_device(device)
         model = load_model(checkpoint, path).to(target)
         return cls(checkpoint_path=path, checkpoint=checkpoint, model=model, device=target, velocity=velocity)
@@ -69,12 +66,17 @@ class Restorer:
         return self.checkpoint.config.objective
 
     @property
+    def head(self) -> str | None:
+        """Name the head an imf model restores with ('u head' or 'v head'); None for one-head models."""
+        if self.objective.kind != "imf":
+            return None
+        return "v head" if self.velocity == "instantaneous" else "u head"
+
+    @property
     def label(self) -> str:
-        """Name the model in reports by objective and preset, plus the head for an imf model."""
+        """Name the model in reports by objective and preset, plus its head for an imf model."""
         name = f"{self.objective.kind} {self.checkpoint.config.model.preset}"
-        if self.objective.kind == "imf":
-            name += " v head" if self.velocity == "instantaneous" else " u head"
-        return name
+        return name if self.head is None else f"{name} {self.head}"
 
     def check_steps(self, steps: int) -> None:
         if steps < 1:

@@ -154,7 +154,7 @@ ERROR_CASES = {
         Call((*restore_args("digit.png", "out.png"), "--velocity", "sideways")), 2, ("sideways", "average, instantaneous")
     ),
     "restore-meanflow-instantaneous": ErrorCase(
-        Call((*restore_args("digit.png", "out.png"), "--velocity", "instantaneous")), 2, ("meanflow", "--velocity average")
+        Call((*restore_args("digit.png", "out.png"), "--velocity", "instantaneous")), 2, ("meanflow", "velocity 'average'", "imf checkpoint")
     ),
     "evaluate-zero-steps": ErrorCase(
         Call(("evaluate", "--noise", "block", "--checkpoint", "{checkpoint}", "--steps", "0", "--report", "report.json")),

@@ -377,7 +377,7 @@ def test_imf_restore_instantaneous_uses_v_head(steps):
 def test_meanflow_has_no_instantaneous_velocity():
     with pytest.raises(ValueError, match="needs a v head"):
         ObjectiveConfig(kind="meanflow", restore_velocity="instantaneous")
-    with pytest.raises(ValueError, match="has no v head"):
+    with pytest.raises(ValueError, match="needs a v head"):
         restore(random_tiny_dit(), torch.zeros((1, 1, 8, 8), dtype=torch.float64), ObjectiveConfig(), velocity="instantaneous")
 
 

@@ -216,7 +216,7 @@ class ConvHead(nn.Module):
 class ConvStem(nn.Module):
     """Full-resolution features of the input pixels, patchified beside them.
 
-    The patch embedding is linear in each token's p x p pixels, so a nonlinear local test, such as
+    The patch embedding is linear in each token's p x p pixels. So a nonlinear local test, such as
     whether a bright pixel is isolated on a dark background, is left to the transformer blocks,
     which see each patch as one vector. Two 3x3 convolutions with a GELU between them compute such
     features at full resolution before the pixels are grouped into tokens.
