@@ -94,6 +94,8 @@ def model_for(config: Config) -> nn.Module:
         num_classes=config.model.num_classes,
         conv_head_channels=config.model.conv_head_channels,
         conv_stem_channels=config.model.conv_stem_channels,
+        saturation_masks=config.model.saturation_masks,
+        output_gate=config.model.output_gate,
     )
 
 

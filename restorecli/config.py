@@ -49,6 +49,20 @@ class ModelConfig(Section):
             "patchified beside the input pixels; 0 = no stem (the plain DiT)"
         ),
     )
+    saturation_masks: bool = Field(
+        False,
+        description=(
+            "DiT only: the convolution stem and head also read two masks per channel, of the "
+            "black and the white pixels, where clipping and impulses put values; needs a stem or head"
+        ),
+    )
+    output_gate: bool = Field(
+        False,
+        description=(
+            "DiT only: the convolution head also predicts a gate in (0, 1) per pixel that scales "
+            "the output, so a pixel the network trusts gets exactly no change; needs a head"
+        ),
+    )
     num_classes: int = Field(
         0, ge=0, le=100_000,
         description=(

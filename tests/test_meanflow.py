@@ -28,13 +28,14 @@ from restorecli.models.dit import DiT
 
 def random_tiny_dit(
     cond_channels: int = 0, out_channels: int | None = None, time_scale: float = 1000.0, conv_head_channels: int = 0,
-    conv_stem_channels: int = 0,
+    conv_stem_channels: int = 0, saturation_masks: bool = False, output_gate: bool = False,
 ) -> DiT:
     """A tiny float64 DiT with every weight random, so that no zero-initialised layer hides a path."""
     torch.manual_seed(0)
     model = DiT(
         channels=1, cond_channels=cond_channels, patch=4, dim=16, depth=1, heads=2, time_scale=time_scale,
         out_channels=out_channels, conv_head_channels=conv_head_channels, conv_stem_channels=conv_stem_channels,
+        saturation_masks=saturation_masks, output_gate=output_gate,
     ).double()
     with torch.no_grad():
         for parameter in model.parameters():
@@ -106,9 +107,14 @@ def finite_difference(model, z, r, t, v, cond, step=1e-7):
     return (ahead - behind) / (2 * step)
 
 
-@pytest.mark.parametrize(("conv_head_channels", "conv_stem_channels"), [(0, 0), (4, 0), (0, 4)])
-def test_jvp_matches_finite_differences_float64(conv_head_channels, conv_stem_channels):
-    model = random_tiny_dit(conv_head_channels=conv_head_channels, conv_stem_channels=conv_stem_channels)
+@pytest.mark.parametrize(
+    ("conv_head_channels", "conv_stem_channels", "extras"), [(0, 0, False), (4, 0, False), (0, 4, False), (4, 4, True)]
+)
+def test_jvp_matches_finite_differences_float64(conv_head_channels, conv_stem_channels, extras):
+    model = random_tiny_dit(
+        conv_head_channels=conv_head_channels, conv_stem_channels=conv_stem_channels,
+        saturation_masks=extras, output_gate=extras,
+    )
     generator = torch.Generator().manual_seed(1)
     z = torch.randn((3, 1, 8, 8), generator=generator, dtype=torch.float64)
     v = torch.randn((3, 1, 8, 8), generator=generator, dtype=torch.float64)

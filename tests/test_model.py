@@ -7,7 +7,7 @@ import torch
 
 from restorecli.errors import UsageError
 from restorecli.models import PRESETS, build_model, count_parameters
-from restorecli.models.dit import DiT
+from restorecli.models.dit import DiT, saturation_masks
 
 
 @pytest.mark.parametrize(("height", "width"), [(28, 28), (30, 45), (3, 5), (64, 16)])
@@ -161,6 +161,71 @@ def test_conv_stem_keeps_condition_channels_last():
     grouped = widened.reshape(32, 16, 10)  # (D, p*p, C + S + C_cond)
     assert torch.count_nonzero(grouped[..., -1]) == 0
     torch.testing.assert_close(grouped[..., :-1], plain_input.reshape(32, 16, 9))
+
+
+def test_saturation_masks_mark_black_and_white_pixels():
+    z = torch.tensor([[[[-1.0, -0.999999, 0.0], [0.999999, 1.0, -1.0]]]])  # (1, 1, 2, 3), network units
+
+    masks = saturation_masks(z)
+
+    assert masks.shape == (1, 2, 2, 3)
+    assert masks[0, 0].tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    assert masks[0, 1].tolist() == [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+
+
+def test_saturation_masks_change_the_output_where_a_pixel_reaches_one():
+    torch.manual_seed(0)
+    masked = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_stem_channels=8, conv_head_channels=8, saturation_masks=True)
+    plain = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_stem_channels=8, conv_head_channels=8)
+    for model in (masked, plain):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.normal_(0, 0.05)
+    z = torch.full((1, 1, 8, 8), 0.2)
+    nearly, exactly = z.clone(), z.clone()
+    nearly[..., 3, 3], exactly[..., 3, 3] = 1.0 - 1e-6, 1.0
+
+    def jump(model):
+        return (model(exactly, torch.zeros(1), torch.ones(1)) - model(nearly, torch.zeros(1), torch.ones(1))).abs().max()
+
+    # Without masks the network is smooth in z, so a step of 1e-6 moves it by about as little.
+    assert jump(plain) < 1e-4
+    assert jump(masked) > 1e-3
+
+
+def test_saturation_masks_need_a_stem_or_head():
+    with pytest.raises(UsageError, match="saturation_masks feeds the convolution stem and head"):
+        build_model("DiT-S/4", channels=1, cond_channels=0, saturation_masks=True)
+
+
+def test_output_gate_scales_each_pixel_and_closes_to_zero():
+    torch.manual_seed(0)
+    model = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_head_channels=8, output_gate=True)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.05)
+    z = torch.rand((2, 1, 8, 8)) * 2 - 1
+    r, t = torch.zeros(2), torch.ones(2)
+    open_gate = model(z, r, t)
+    with torch.no_grad():
+        model.head.conv_out.bias[1:] -= 60.0  # the gate logit: sigmoid(about -60) is about 1e-26
+
+    closed_gate = model(z, r, t)
+
+    assert open_gate.abs().max() > 1e-3
+    assert closed_gate.abs().max() < 1e-20
+
+
+def test_output_gate_starts_almost_open():
+    model = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_head_channels=8, output_gate=True)
+
+    torch.testing.assert_close(model.head.conv_out.bias[1:], torch.tensor([3.0]))
+    assert torch.count_nonzero(model.head.conv_out.bias[:1]) == 0
+
+
+def test_output_gate_needs_a_head():
+    with pytest.raises(UsageError, match="output_gate comes from the convolution head"):
+        build_model("DiT-S/4", channels=1, cond_channels=0, conv_stem_channels=8, output_gate=True)
 
 
 def test_conv_stem_rejected_for_unet():

@@ -204,6 +204,30 @@ def test_conv_head_and_stem_train_and_restore(tmp_path, digit_png):
     np.testing.assert_allclose(read_image(v_path), by_v[0], rtol=0, atol=1 / 255)  # the PNG stores 8 bits
 
 
+def test_saturation_masks_and_gate_train_and_restore(tmp_path, digit_png):
+    config = build_config(None, {
+        "model": {"preset": "DiT-T/4", "conv_head_channels": 8, "conv_stem_channels": 4,
+                  "saturation_masks": True, "output_gate": True},
+        "objective": {"kind": "imf"},
+        "corruption": {"noise": "salt-pepper"},
+        "train": {"steps": 3, "batch_size": 8, "val_every": 3, "val_images": 16, "checkpoint_every": 3,
+                  "log_every": 1, "warmup_steps": 1, "run_dir": str(tmp_path / "run")},
+        "device": "cpu",
+    })
+
+    result = train(config)
+
+    checkpoint = load_checkpoint(result.final_checkpoint)
+    assert checkpoint.config.model.saturation_masks
+    assert checkpoint.config.model.output_gate
+    assert checkpoint.tensors["model.stem.conv_in.weight"].shape[1] == 3  # pixels, black mask, white mask
+    assert checkpoint.tensors["model.final.linear.weight"].shape[0] == 4 * 4 * 2 * 2  # p*p*(u, v and their gates)
+    corrupted = read_image(digit_png)[None]  # (1, 1, 28, 28)
+    restored = Restorer.load(result.final_checkpoint, "cpu").restore_batch(corrupted)
+    assert restored.shape == (1, 1, 28, 28)
+    assert np.isfinite(restored).all()
+
+
 def test_train_cli_objective_option(tmp_path):
     config_file = tmp_path / "small.toml"
     config_file.write_text("[train]\nval_images = 8\nwarmup_steps = 1\n", encoding="utf-8")

@@ -120,6 +120,16 @@ class ConditionedBackbone(nn.Module):
         return c + self.class_embed(labels, guidance, t.shape[0], t.device).to(c.dtype)
 
 
+def saturation_masks(z: torch.Tensor) -> torch.Tensor:
+    """Mark the pixels at the ends of the network range [-1, 1] with two 0/1 masks per channel, z <= -1 then z >= 1.
+
+    Clipping and impulses put pixels exactly at black or white, and such a pixel carries little
+    information about its clean value, while a value strictly inside the range is at most noisy.
+    A convolution can hardly learn a test this sharp, so the stem and head can be given it.
+    """
+    return torch.cat([(z <= -1.0).to(z.dtype), (z >= 1.0).to(z.dtype)], dim=1)  # (N, 2C, H, W)
+
+
 def join_and_pad(z: torch.Tensor, cond: torch.Tensor | None, multiple: int) -> torch.Tensor:
     """Stack z and cond on the channel axis and pad the bottom and right edges to a multiple of `multiple`."""
     height, width = z.shape[-2:]
@@ -255,9 +265,17 @@ class DiT(ConditionedBackbone):
         num_classes: int = 0,
         conv_head_channels: int = 0,
         conv_stem_channels: int = 0,
+        saturation_masks: bool = False,
+        output_gate: bool = False,
     ) -> None:
         super().__init__()
+        if saturation_masks and conv_stem_channels == 0 and conv_head_channels == 0:
+            raise ValueError("saturation masks feed the convolution stem and head, and this DiT has neither")
+        if output_gate and conv_head_channels == 0:
+            raise ValueError("the output gate comes from the convolution head, and this DiT has none")
+        self.output_gate = output_gate
         self.channels = channels
+        self.saturation_masks = saturation_masks
         self.num_classes = num_classes
         # A second prediction head (e.g. improved MeanFlow's v next to u) stacks more output channels.
         self.out_channels = channels if out_channels is None else out_channels
@@ -265,20 +283,23 @@ class DiT(ConditionedBackbone):
         self.patch = patch
         self.dim = dim
 
-        # The stem reads z but not the condition channels, like the head below. Token features
-        # are laid out per pixel as (z, stem features, condition channels).
-        self.stem = ConvStem(channels, conv_stem_channels) if conv_stem_channels > 0 else None
+        # The stem reads z and its saturation masks but not the condition channels, like the
+        # head below. Token features are laid out per pixel as (z, stem features, condition channels).
+        pixel_features = 3 * channels if saturation_masks else channels
+        self.stem = ConvStem(pixel_features, conv_stem_channels) if conv_stem_channels > 0 else None
         self.patch_embed = nn.Linear((channels + conv_stem_channels + cond_channels) * patch * patch, dim)
         self.t_embed = TimeEmbedder(dim, scale=time_scale)
         self.gap_embed = TimeEmbedder(dim, scale=time_scale)  # embeds t - r
         # Only class-conditional generators have label and guidance inputs, so restorers keep their weights.
         self.class_embed = ClassEmbedder(num_classes, dim, scale=time_scale) if num_classes > 0 else None
         self.blocks = nn.ModuleList(DiTBlock(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
-        self.final = FinalLayer(dim, patch, self.out_channels)
+        # With the output gate the transformer also predicts one gate logit per output channel.
+        predicted = 2 * self.out_channels if output_gate else self.out_channels
+        self.final = FinalLayer(dim, patch, predicted)
         # The head reads z but not the condition channels, so `widen_input_weight` stays the only
-        # weight that depends on them.
+        # weight that depends on them. It refines the gate logits too.
         self.head = (
-            ConvHead(self.out_channels + channels, conv_head_channels, self.out_channels, dim)
+            ConvHead(predicted + pixel_features, conv_head_channels, predicted, dim)
             if conv_head_channels > 0
             else None
         )
@@ -310,6 +331,9 @@ class DiT(ConditionedBackbone):
             nn.init.zeros_(self.head.adaLN[-1].bias)
             nn.init.zeros_(self.head.conv_out.weight)
             nn.init.zeros_(self.head.conv_out.bias)
+        if self.output_gate:
+            # The gate starts almost open (sigmoid(3) = 0.95), so it scales the output little at first.
+            nn.init.constant_(self.head.conv_out.bias[self.out_channels :], 3.0)
 
     input_weight = "patch_embed.weight"
 
@@ -349,8 +373,12 @@ class DiT(ConditionedBackbone):
         x = join_and_pad(z, cond, p)  # (N, C + C_cond, H', W')
         rows, cols = x.shape[-2] // p, x.shape[-1] // p
         pixels = x[:, : self.channels]  # (N, C, H', W')
+        if self.saturation_masks:
+            features = torch.cat([pixels, saturation_masks(pixels)], dim=1)  # (N, 3C, H', W')
+        else:
+            features = pixels
         if self.stem is not None:
-            x = torch.cat([pixels, self.stem(pixels), x[:, self.channels :]], dim=1)  # (N, C + S + C_cond, H', W')
+            x = torch.cat([pixels, self.stem(features), x[:, self.channels :]], dim=1)  # (N, C + S + C_cond, H', W')
 
         tokens = rearrange(x, "n c (h p1) (w p2) -> n (h w) (p1 p2 c)", p1=p, p2=p)  # (N, T, p*p*C_in)
         tokens = self.patch_embed(tokens) + self.positions(rows, cols, x.device)  # (N, T, D)
@@ -362,5 +390,10 @@ class DiT(ConditionedBackbone):
         out = self.final(tokens, c)  # (N, T, p*p*C_out)
         out = rearrange(out, "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=rows, w=cols, p1=p, p2=p)
         if self.head is not None:
-            out = out + self.head(out, pixels, c)  # (N, C_out, H', W')
+            out = out + self.head(out, features, c)  # (N, C_out or 2 C_out, H', W')
+        if self.output_gate:
+            # A closed gate gives exactly zero velocity, so the pixel is kept as it is. An
+            # additive output reaches zero only approximately.
+            logits = out[:, self.out_channels :]  # (N, C_out, H', W')
+            out = out[:, : self.out_channels] * torch.sigmoid(logits)  # (N, C_out, H', W')
         return out[..., :height, :width]  # (N, C_out, H, W)

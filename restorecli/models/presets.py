@@ -53,13 +53,27 @@ def build_model(
     num_classes: int = 0,
     conv_head_channels: int = 0,
     conv_stem_channels: int = 0,
+    saturation_masks: bool = False,
+    output_gate: bool = False,
 ) -> nn.Module:
     """Build the preset's network; `out_channels` defaults to `channels` (one prediction head).
 
     `num_classes > 0` adds class-label (with a null class) and guidance-scale inputs.
     `conv_head_channels > 0` adds a DiT's full-resolution convolution head, and
-    `conv_stem_channels > 0` a convolution stem before its patch embedding.
+    `conv_stem_channels > 0` a convolution stem before its patch embedding, and
+    `saturation_masks` gives those two the masks of black and white pixels, and `output_gate`
+    makes the head scale the output by a per-pixel gate.
     """
+    if saturation_masks and conv_stem_channels == 0 and conv_head_channels == 0:
+        raise UsageError(
+            "model.saturation_masks feeds the convolution stem and head, and both are off; "
+            "set model.conv_stem_channels or model.conv_head_channels above 0, or saturation_masks = false"
+        )
+    if output_gate and conv_head_channels == 0:
+        raise UsageError(
+            "model.output_gate comes from the convolution head, and model.conv_head_channels is 0; "
+            "set conv_head_channels above 0 (e.g. 32) or output_gate = false"
+        )
     if preset in UNET_PRESETS:
         if conv_stem_channels > 0:
             raise UsageError(
@@ -100,6 +114,8 @@ def build_model(
         num_classes=num_classes,
         conv_head_channels=conv_head_channels,
         conv_stem_channels=conv_stem_channels,
+        saturation_masks=saturation_masks,
+        output_gate=output_gate,
     )
 
 
