@@ -166,15 +166,20 @@ def test_objective_checkpoint_restores_by_cli(tmp_path, digit_png, preset, kind)
     assert np.abs(actual - read_image(digit_png)).max() > 1 / 255  # restoring changed the image
 
 
-def test_conv_head_and_stem_train_and_restore(tmp_path, digit_png):
-    config = build_config(None, {
-        "model": {"preset": "DiT-T/4", "conv_head_channels": 8, "conv_stem_channels": 4},
+def tiny_imf_config(tmp_path, model: dict):
+    """Three imf training steps of DiT-T/4 on salt-pepper with the given model settings."""
+    return build_config(None, {
+        "model": {"preset": "DiT-T/4", **model},
         "objective": {"kind": "imf"},
         "corruption": {"noise": "salt-pepper"},
         "train": {"steps": 3, "batch_size": 8, "val_every": 3, "val_images": 16, "checkpoint_every": 3,
                   "log_every": 1, "warmup_steps": 1, "run_dir": str(tmp_path / "run")},
         "device": "cpu",
     })
+
+
+def test_conv_head_and_stem_train_and_restore(tmp_path, digit_png):
+    config = tiny_imf_config(tmp_path, {"conv_head_channels": 8, "conv_stem_channels": 4})
 
     result = train(config)
 
@@ -205,15 +210,9 @@ def test_conv_head_and_stem_train_and_restore(tmp_path, digit_png):
 
 
 def test_saturation_masks_and_gate_train_and_restore(tmp_path, digit_png):
-    config = build_config(None, {
-        "model": {"preset": "DiT-T/4", "conv_head_channels": 8, "conv_stem_channels": 4,
-                  "saturation_masks": True, "output_gate": True},
-        "objective": {"kind": "imf"},
-        "corruption": {"noise": "salt-pepper"},
-        "train": {"steps": 3, "batch_size": 8, "val_every": 3, "val_images": 16, "checkpoint_every": 3,
-                  "log_every": 1, "warmup_steps": 1, "run_dir": str(tmp_path / "run")},
-        "device": "cpu",
-    })
+    config = tiny_imf_config(
+        tmp_path, {"conv_head_channels": 8, "conv_stem_channels": 4, "saturation_masks": True, "output_gate": True}
+    )
 
     result = train(config)
 
