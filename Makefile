@@ -11,7 +11,7 @@ DEMO := demo
 help:
 	@echo "make demo     create .venv, install, corrupt/restore/evaluate test digits with the shipped weights"
 	@echo "make test     run the test suite (creates .venv if needed)"
-	@echo "make weights  retrain the shipped restorer (about 80 minutes on 2 CPU cores)"
+	@echo "make weights  retrain the shipped restorer (about 105 minutes on 2 CPU cores)"
 	@echo "make bench    measure the shipped model and the regression reference on all five kinds"
 	@echo "make bench-objectives  compare the four objectives at equal training time (about 50 min)"
 	@echo "make bench-finetune    restorer from scratch against finetuned from a generator (about 90 min)"

@@ -24,7 +24,9 @@ def test_default_checkpoint_is_shipped(restorer):
     assert restorer.checkpoint_path == shipped_weights()
     assert restorer.checkpoint.config.objective.kind == "imf"
     assert restorer.checkpoint.config.model.preset == "DiT-S/4"
-    assert restorer.checkpoint.config.model.conv_stem_channels == 32
+    assert restorer.checkpoint.config.model.conv_stem_channels == 64
+    assert restorer.checkpoint.config.model.saturation_masks
+    assert restorer.checkpoint.config.model.output_gate
     assert restorer.velocity == "instantaneous"
 
 
