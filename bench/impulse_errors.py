@@ -1,4 +1,4 @@
-"""Where the squared error of salt-and-pepper restorations sits, one line per checkpoint.
+"""Split of the squared error of salt-and-pepper restorations by pixel group, one line per checkpoint.
 
 Usage: python -m bench.impulse_errors runs/pilot/A/checkpoints/final.safetensors [more ...]
 
@@ -23,7 +23,7 @@ from restorecli.normalize import to_image, to_network
 
 
 def error_parts(clean: np.ndarray, corrupted: np.ndarray, restored: np.ndarray) -> dict[str, float]:
-    """Shares of the mean squared error over all pixels: replaced, untouched black or white, untouched between."""
+    """Split the mean squared error over all pixels into the replaced, untouched black or white, and untouched between pixels."""
     squared = (restored - clean) ** 2
     replaced = corrupted != clean
     saturated = (corrupted == 0.0) | (corrupted == 1.0)

@@ -337,17 +337,18 @@ def restore(
     restorer = Restorer.load(checkpoint, resolved.device, velocity)
     require_task(restorer.checkpoint, restorer.checkpoint_path, "restore", RESTORER_FIX)
     restorer.check_steps(steps)
+    head = "" if restorer.head is None else f", {restorer.head}"
     if source.is_dir():
         from restorecli.data.images import folder_pairs
 
         pairs = folder_pairs(source, target, overwrite)
         for notice in restorer.restore_files(pairs, steps=steps, seed=seed):
             console.print(f"[yellow]note:[/] {notice}")
-        console.print(f"restored {len(pairs)} image(s) into {target} with {steps} network evaluation(s) each{'' if restorer.head is None else ', ' + restorer.head}")
+        console.print(f"restored {len(pairs)} image(s) into {target} with {steps} network evaluation(s) each{head}")
         return
     for notice in restorer.restore_file(source, target, steps=steps, seed=seed, overwrite=overwrite):
         console.print(f"[yellow]note:[/] {notice}")
-    console.print(f"restored {source} -> {target} ({steps} network evaluation{'s' if steps > 1 else ''}{'' if restorer.head is None else ', ' + restorer.head})")
+    console.print(f"restored {source} -> {target} ({steps} network evaluation{'s' if steps > 1 else ''}{head})")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ class ModelConfig(Section):
     output_gate: bool = Field(
         False,
         description=(
-            "DiT only: the convolution head also predicts a gate in (0, 1) per pixel that scales "
-            "the output, so a pixel the network trusts gets exactly no change; needs a head"
+            "DiT only: the transformer and the convolution head also predict a gate in (0, 1) per "
+            "pixel that scales the output, so a pixel the network trusts gets exactly no change; needs a head"
         ),
     )
     num_classes: int = Field(

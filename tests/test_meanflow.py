@@ -108,12 +108,13 @@ def finite_difference(model, z, r, t, v, cond, step=1e-7):
 
 
 @pytest.mark.parametrize(
-    ("conv_head_channels", "conv_stem_channels", "extras"), [(0, 0, False), (4, 0, False), (0, 4, False), (4, 4, True)]
+    ("conv_head_channels", "conv_stem_channels", "masks_and_gate"),
+    [(0, 0, False), (4, 0, False), (0, 4, False), (4, 4, True)],
 )
-def test_jvp_matches_finite_differences_float64(conv_head_channels, conv_stem_channels, extras):
+def test_jvp_matches_finite_differences_float64(conv_head_channels, conv_stem_channels, masks_and_gate):
     model = random_tiny_dit(
         conv_head_channels=conv_head_channels, conv_stem_channels=conv_stem_channels,
-        saturation_masks=extras, output_gate=extras,
+        saturation_masks=masks_and_gate, output_gate=masks_and_gate,
     )
     generator = torch.Generator().manual_seed(1)
     z = torch.randn((3, 1, 8, 8), generator=generator, dtype=torch.float64)

@@ -173,7 +173,7 @@ def test_saturation_masks_mark_black_and_white_pixels():
     assert masks[0, 1].tolist() == [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
 
 
-def test_saturation_masks_change_the_output_where_a_pixel_reaches_one():
+def test_saturation_masks_detect_exact_white():
     torch.manual_seed(0)
     masked = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_stem_channels=8, conv_head_channels=8, saturation_masks=True)
     plain = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_stem_channels=8, conv_head_channels=8)
@@ -198,7 +198,7 @@ def test_saturation_masks_need_a_stem_or_head():
         build_model("DiT-S/4", channels=1, cond_channels=0, saturation_masks=True)
 
 
-def test_output_gate_scales_each_pixel_and_closes_to_zero():
+def test_output_gate_closes_to_zero():
     torch.manual_seed(0)
     model = DiT(channels=1, patch=4, dim=32, depth=1, heads=2, conv_head_channels=8, output_gate=True)
     with torch.no_grad():
@@ -224,7 +224,7 @@ def test_output_gate_starts_almost_open():
 
 
 def test_output_gate_needs_a_head():
-    with pytest.raises(UsageError, match="output_gate comes from the convolution head"):
+    with pytest.raises(UsageError, match="output_gate needs the convolution head"):
         build_model("DiT-S/4", channels=1, cond_channels=0, conv_stem_channels=8, output_gate=True)
 
 

@@ -272,7 +272,7 @@ class DiT(ConditionedBackbone):
         if saturation_masks and conv_stem_channels == 0 and conv_head_channels == 0:
             raise ValueError("saturation masks feed the convolution stem and head, and this DiT has neither")
         if output_gate and conv_head_channels == 0:
-            raise ValueError("the output gate comes from the convolution head, and this DiT has none")
+            raise ValueError("the output gate needs the convolution head, which starts the gate almost open, and this DiT has none")
         self.output_gate = output_gate
         self.channels = channels
         self.saturation_masks = saturation_masks
@@ -387,7 +387,7 @@ class DiT(ConditionedBackbone):
         for block in self.blocks:
             tokens = block(tokens, c)  # (N, T, D)
 
-        out = self.final(tokens, c)  # (N, T, p*p*C_out)
+        out = self.final(tokens, c)  # (N, T, p*p*C_out), or p*p*2C_out with the gate logits
         out = rearrange(out, "n (h w) (p1 p2 c) -> n c (h p1) (w p2)", h=rows, w=cols, p1=p, p2=p)
         if self.head is not None:
             out = out + self.head(out, features, c)  # (N, C_out or 2 C_out, H', W')

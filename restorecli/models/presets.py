@@ -60,9 +60,9 @@ def build_model(
 
     `num_classes > 0` adds class-label (with a null class) and guidance-scale inputs.
     `conv_head_channels > 0` adds a DiT's full-resolution convolution head, and
-    `conv_stem_channels > 0` a convolution stem before its patch embedding, and
-    `saturation_masks` gives those two the masks of black and white pixels, and `output_gate`
-    makes the head scale the output by a per-pixel gate.
+    `conv_stem_channels > 0` a convolution stem before its patch embedding.
+    `saturation_masks` gives those two the masks of black and white pixels. `output_gate`
+    scales the output by a per-pixel gate that the transformer and the head predict.
     """
     if saturation_masks and conv_stem_channels == 0 and conv_head_channels == 0:
         raise UsageError(
@@ -71,8 +71,8 @@ def build_model(
         )
     if output_gate and conv_head_channels == 0:
         raise UsageError(
-            "model.output_gate comes from the convolution head, and model.conv_head_channels is 0; "
-            "set conv_head_channels above 0 (e.g. 32) or output_gate = false"
+            "model.output_gate needs the convolution head, which starts the gate almost open, and "
+            "model.conv_head_channels is 0; set conv_head_channels above 0 (e.g. 32) or output_gate = false"
         )
     if preset in UNET_PRESETS:
         if conv_stem_channels > 0:
